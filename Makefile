@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both run `make setup` first.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.hwnas-installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# Idempotent: re-installs only when the project metadata or the pins change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt pip setuptools wheel
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/hwnas models list
+
+test: setup
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+bench: setup
+	$(BIN)/python benchmarks/bench_proxies.py
+	$(BIN)/python benchmarks/bench_predictor.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

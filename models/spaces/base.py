@@ -1,0 +1,108 @@
+"""The search-space protocol and its registry.
+
+A space turns text into architectures and back, builds torch modules, counts
+them, samples and mutates them, and splits them into the *parts* a latency
+table is keyed by. Adding a space is one new file that defines a class with
+these methods and decorates it with ``@register_space``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable, Hashable, Iterable, Protocol, runtime_checkable
+
+from torch import nn
+
+from hwnas.errors import HwnasError
+from hwnas.models.counts import Counts
+
+
+@dataclass(frozen=True, order=True)
+class Part:
+    """One independently measurable piece of a network: the key of a latency-table row.
+
+    ``op`` names the piece (a block name such as ``SuperResK1K3K1``, ``head``, or
+    a space-specific name). ``first`` marks the first sub-layer of a block (the
+    one with the stride and the projection shortcut). ``mid`` is 0 where the
+    op has no inner width. ``extra`` carries anything else a space needs.
+    """
+
+    op: str
+    cin: int
+    cout: int
+    resolution: int
+    stride: int = 1
+    mid: int = 0
+    first: bool = False
+    se: bool = False
+    extra: str = ""
+
+
+@runtime_checkable
+class Space(Protocol):
+    name: str  # registry name, e.g. "imagenet224"
+    resolution: int  # input resolution the space is searched at
+    num_classes: int
+
+    def parse(self, text: str) -> Hashable:
+        """An architecture from its text; raises StructureError on malformed text."""
+
+    def format(self, arch) -> str:
+        """The canonical text of an architecture: ``parse(format(a)) == a``."""
+
+    def build(self, arch, *, no_residual: bool = False, use_se: bool = False) -> nn.Module:
+        """The torch module; it has ``forward_features`` (before global pooling)."""
+
+    def counts(self, arch, *, use_se: bool = False) -> Counts:
+        """Exact params / FLOPs / layers from the architecture alone."""
+
+    def initial(self) -> Hashable:
+        """The small starting architecture of a search."""
+
+    def sample(self, rng: random.Random, max_params: float | None = None,
+               max_flops: float | None = None) -> Hashable:
+        """A random architecture within the given budgets."""
+
+    def mutate(self, arch, rng: random.Random) -> Hashable:
+        """A mutant of ``arch`` (Zen-NAS Alg. 3 for the structure spaces)."""
+
+    def parts(self, arch) -> list[Part]:
+        """The latency-table parts whose sum (before calibration) is the network."""
+
+    def grid_parts(self, grid: str) -> Iterable[Part]:
+        """Every part the space can produce on a width grid (``coarse`` or ``full``)."""
+
+    def build_part(self, part: Part) -> tuple[nn.Module, tuple[int, int, int]]:
+        """A module computing just this part and its input shape (C, H, W)."""
+
+
+_SPACES: dict[str, Callable[[], Space]] = {}
+
+
+def register_space(name: str):
+    """Class decorator: make a space available by name."""
+
+    def wrap(factory):
+        _SPACES[name] = factory
+        return factory
+
+    return wrap
+
+
+def get_space(name: str) -> Space:
+    _load_builtin()
+    try:
+        return _SPACES[name]()
+    except KeyError:
+        raise HwnasError(f"unknown space {name!r}; expected one of: {', '.join(sorted(_SPACES))}") from None
+
+
+def space_names() -> list[str]:
+    _load_builtin()
+    return sorted(_SPACES)
+
+
+def _load_builtin() -> None:
+    # Importing the modules runs their @register_space decorators.
+    from hwnas.models.spaces import nb201, zennas  # noqa: F401
