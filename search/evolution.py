@@ -1,0 +1,568 @@
+"""The evolutionary zero-shot search: Zen-NAS Alg. 2 / Incorporated-NAS Alg. 1.
+
+One iteration picks a parent uniformly from the population, mutates it, checks
+every budget from the child's structure alone (analytic counts, effectiveness,
+the latency table), scores the child with the proxy only if it fits, adds it
+and drops the lowest-scored member once the population is larger than N.
+As in the official code, while the population holds at most 10 members the
+child is a single-block mutant of the initial structure; afterwards a
+two-block mutant of the parent.
+
+Reproducibility. All random choices of the search come from one
+``random.Random(seed)`` in the driver; a proxy evaluation is seeded from the
+run seed and the child's canonical text only, so a score is a pure function of
+the structure. With ``workers`` K > 1 the scores are computed in K processes
+(asynchronous steady-state evolution): child ``i`` is generated once fewer than
+K evaluations are outstanding, and results are applied strictly in iteration
+order, so the run is a function of (seed, K) and not of timing. The checkpoint
+holds the population, the score cache, the history, the random state and the
+children still being scored; ``--resume`` re-scores those children and continues
+to the same final result as an uninterrupted run.
+
+Design choices that differ from the official code (documented in docs/search.md):
+a structure is scored at most once (a child equal to a scored or pending one is
+rejected as a duplicate instead of entering the population a second time);
+FLOPs and params are exact counts, not the official undercounts; latency comes
+from the profile's table instead of live timing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import os
+import random
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from hwnas.errors import BudgetError, HwnasError, ProfileError, ProxyError
+from hwnas.search.budgets import BudgetChecker, Budgets, Metrics, default_max_layers
+from hwnas.search.checkpoint import (
+    CHECKPOINT, load_checkpoint, save_checkpoint, write_json, write_parquet, write_text,
+)
+
+EARLY_GROWTH = 10  # official: while the population holds <= 10 members, mutate the initial structure
+RESULT_FILES = ("best.txt", "population.parquet", "history.parquet", "config.json", "summary.json")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything that decides a search's result (plus how often it checkpoints)."""
+
+    space: str = "imagenet224"
+    proxy: str = "zen"
+    proxy_options: dict = field(default_factory=dict)
+    batch_size: int = 64
+    repeat: int = 1
+    population: int = 512
+    iterations: int = 480_000
+    seed: int = 0
+    workers: int = 1
+    budgets: Budgets = Budgets()
+    profile: str | None = None
+    initial: str | None = None
+    checkpoint_every_s: float = 60.0
+
+    def identity(self) -> dict:
+        """The fields a resumed run must share with the run it continues."""
+        d = asdict(self)
+        for key in ("iterations", "checkpoint_every_s", "profile"):
+            d.pop(key)
+        return d
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def candidate_seed(run_seed: int, text: str) -> int:
+    """The proxy seed of one structure: depends on the run seed and the structure only."""
+    digest = hashlib.sha256(f"{run_seed}:{text}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+class Scorer:
+    """Scores structures by their canonical text; the same text always gets the same score."""
+
+    def __init__(self, space_name: str, proxy_name: str, proxy_options: dict, batch_size: int,
+                 repeat: int, run_seed: int, threads: int | None = None):
+        import torch
+
+        from hwnas.models.spaces.base import get_space
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.space = get_space(space_name)
+        self.proxy_name = proxy_name
+        self.proxy_options = dict(proxy_options)
+        self.batch_size = batch_size
+        self.repeat = repeat
+        self.run_seed = run_seed
+
+    def proxy(self, seed: int):
+        from hwnas.search.proxies import get_proxy
+
+        return get_proxy(self.proxy_name, resolution=self.space.resolution, batch_size=self.batch_size,
+                         repeat=self.repeat, seed=seed, device="cpu", **self.proxy_options)
+
+    def __call__(self, text: str) -> tuple[float | None, dict, str | None]:
+        """(score, parts, None), or (None, {}, reason) when the proxy cannot score it."""
+        arch = self.space.parse(text)
+        try:
+            result = self.proxy(candidate_seed(self.run_seed, text)).score(self.space, arch)
+        except ProxyError as err:
+            return None, {}, f"proxy: {' '.join(str(err).split())}"
+        value = float(result.value)
+        if not math.isfinite(value):
+            return None, {}, f"proxy: non-finite score {value}"
+        parts = {k: float(v) for k, v in (getattr(result, "parts", None) or {}).items()
+                 if isinstance(v, (int, float))}
+        return value, parts, None
+
+
+_WORKER_SCORER: Scorer | None = None
+
+
+def _worker_init(args: tuple) -> None:
+    global _WORKER_SCORER
+    _WORKER_SCORER = Scorer(*args)
+
+
+def _worker_score(text: str):
+    return _WORKER_SCORER(text)
+
+
+class _Done:
+    """A result computed in this process, shaped like a future."""
+
+    def __init__(self, value):
+        self._value = value
+
+    def result(self):
+        return self._value
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def load_profile(name: str | None, space) -> Any:
+    """The latency profile for a search on ``space``; ProfileError when it does not fit."""
+    from hwnas.latency.profile import Profile, default_profile_name
+
+    prof = Profile.load(name if name else default_profile_name())
+    if prof.space != space.name:
+        raise ProfileError(f"profile {prof.name if hasattr(prof, 'name') else name!r} was measured on space "
+                           f"{prof.space!r}; the search runs on {space.name!r} (pass --space {prof.space} "
+                           f"or a profile of {space.name})")
+    if int(prof.resolution) != int(space.resolution):
+        raise ProfileError(f"profile resolution {prof.resolution} does not match the space's "
+                           f"{space.resolution}; expected a profile measured at {space.resolution}x{space.resolution}")
+    return prof
+
+
+def smallest_network(space):
+    """The smallest network of the space: the narrowest form of a structure space's
+    initial network (every width 8, every L = 1), an all-``none`` cell; None if unknown."""
+    smallest = getattr(space, "smallest", None)
+    if callable(smallest):
+        return smallest()
+    from hwnas.models.structure import Structure, chain
+
+    init = space.initial()
+    if isinstance(init, Structure):
+        from hwnas.models.spaces.zennas import MIN_WIDTH
+
+        return chain(b.with_(out_channels=MIN_WIDTH, sub_layers=1, mid=None if b.mid is None else MIN_WIDTH)
+                     for b in init.blocks)
+    ops = getattr(init, "ops", None)
+    if ops is not None:
+        return type(init)(("none",) * len(ops))
+    return None
+
+
+@dataclass
+class Prepared:
+    space: Any
+    profile: Any
+    checker: BudgetChecker
+    initial: Any
+    config: SearchConfig
+
+
+def prepare(config: SearchConfig, latency_batch: int | None = None) -> Prepared:
+    """Check every input before any work: space, profile, budgets, proxy options.
+
+    Raises a HwnasError subclass (one line, exit 2 in the CLI) for bad input.
+    """
+    from hwnas.models.spaces.base import get_space
+
+    if config.population < 1 or config.iterations < 0 or config.workers < 1 or config.batch_size < 1:
+        raise HwnasError("population, batch size and workers must be >= 1 and iterations >= 0")
+    space = get_space(config.space)
+    budgets = config.budgets
+    budgets.validate()
+    if budgets.latency_ms is not None and budgets.max_layers is None and config.space != "nb201":
+        budgets = replace(budgets, max_layers=default_max_layers(budgets.latency_ms))
+        config = replace(config, budgets=budgets)
+
+    profile = predictor = None
+    if budgets.latency_ms is not None or config.profile is not None:
+        from hwnas.latency.predictor import Predictor
+
+        profile = load_profile(config.profile, space)
+        if latency_batch is not None and int(latency_batch) != int(profile.batch):
+            raise ProfileError(f"profile was measured at batch {profile.batch}, the search asks for latency at "
+                               f"batch {latency_batch}; expected a profile measured at batch {latency_batch}")
+        predictor = Predictor(profile)
+    checker = BudgetChecker(space, budgets, predictor)
+
+    initial = space.parse(config.initial) if config.initial else space.initial()
+    config = replace(config, initial=space.format(initial))
+
+    smallest = smallest_network(space)
+    if smallest is not None:
+        # rho is not monotone in size (the narrowest network has the largest), so it is left out here.
+        size_only = BudgetChecker(space, replace(budgets, rho_max=None), predictor)
+        reason = size_only.violation(size_only.measure(smallest))
+        if reason is not None:
+            raise BudgetError(f"no network of space {space.name!r} meets the budgets: even its smallest "
+                              f"network has {reason}")
+
+    # Fail on unknown proxies or options now, not in a worker after minutes.
+    Scorer(config.space, config.proxy, config.proxy_options, config.batch_size, config.repeat, config.seed).proxy(0)
+    return Prepared(space, profile, checker, initial, config)
+
+
+# --------------------------------------------------------------------------- the search
+
+
+@dataclass
+class _Ticket:
+    """One iteration on its way into the history, applied strictly in iteration order."""
+
+    iteration: int
+    text: str
+    metrics: Metrics | None
+    reason: str | None = None  # set for a child rejected before scoring
+    score: float | None = None  # set for a duplicate of an already scored structure
+    future: Any = None  # set while the child is being scored
+
+
+class Evolution:
+    def __init__(self, prepared: Prepared, out: Path, progress: bool = True):
+        self.p = prepared
+        self.config = prepared.config
+        self.space = prepared.space
+        self.checker = prepared.checker
+        self.out = Path(out)
+        self.progress = progress
+        self.rng = random.Random(self.config.seed)
+        self.iteration = 0
+        self.population: list[dict] = []
+        self.cache: dict[str, float | str] = {}  # text -> score, or the reason it could not be scored
+        self.history: list[dict] = []
+        self.queue: deque[_Ticket] = deque()
+        self.elapsed_s = 0.0
+        self._pool = None
+        self._scorer = None
+
+    # ---- state
+
+    def state(self) -> dict:
+        return {
+            "config": self.config.identity(),
+            "iteration": self.iteration,
+            "rng": self.rng.getstate(),
+            "population": self.population,
+            "cache": self.cache,
+            "history": self.history,
+            "queue": [(t.iteration, t.text, t.metrics, t.reason, t.score) for t in self.queue],
+            "elapsed_s": self.elapsed_s,
+        }
+
+    def restore(self, state: dict) -> None:
+        if state["config"] != self.config.identity():
+            changed = sorted(k for k in state["config"] if state["config"][k] != self.config.identity().get(k))
+            raise HwnasError(f"--resume: the settings differ from the checkpointed run in {', '.join(changed)}; "
+                             f"expected the same settings (only --iterations may change)")
+        self.iteration = state["iteration"]
+        self.rng.setstate(state["rng"])
+        self.population = state["population"]
+        self.cache = state["cache"]
+        self.history = state["history"]
+        self.elapsed_s = state["elapsed_s"]
+        self.queue = deque()
+        for iteration, text, metrics, reason, score in state["queue"]:
+            ticket = _Ticket(iteration, text, metrics, reason, score)
+            if reason is None and score is None:
+                ticket.future = self._submit(text)
+            self.queue.append(ticket)
+
+    # ---- scoring back ends
+
+    def _open(self) -> None:
+        c = self.config
+        if c.workers == 1:
+            self._scorer = Scorer(c.space, c.proxy, c.proxy_options, c.batch_size, c.repeat, c.seed)
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        threads = max(1, (os.cpu_count() or 1) // c.workers)
+        args = (c.space, c.proxy, c.proxy_options, c.batch_size, c.repeat, c.seed, threads)
+        self._pool = ProcessPoolExecutor(max_workers=c.workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_worker_init, initargs=(args,))
+
+    def _close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _submit(self, text: str):
+        if self._pool is not None:
+            return self._pool.submit(_worker_score, text)
+        return _Done(self._scorer(text))
+
+    # ---- the loop
+
+    def _propose(self) -> tuple[str, Any]:
+        """A child: a mutant of the initial structure while the population is small, else of a random parent."""
+        if len(self.population) <= EARLY_GROWTH:
+            parent, replaces = self.p.initial, 1
+        else:
+            parent = self.space.parse(self.population[self.rng.randint(0, len(self.population) - 1)]["structure"])
+            replaces = 2
+        child = _mutate(self.space, parent, self.rng, replaces)
+        return self.space.format(child), child
+
+    def _outstanding(self) -> int:
+        return sum(1 for t in self.queue if t.future is not None)
+
+    def _apply_front(self, wait: bool) -> bool:
+        """Apply the oldest ticket if it needs no waiting (or ``wait``); True if one was applied."""
+        if not self.queue:
+            return False
+        t = self.queue[0]
+        if t.future is not None and not wait and not isinstance(t.future, _Done):
+            return False
+        self.queue.popleft()
+        row = {"iteration": t.iteration, "structure": t.text, "score": None, **_metric_cols(t.metrics),
+               "accepted": False, "reject_reason": t.reason}
+        if t.future is not None:
+            score, parts, reason = t.future.result()
+            self.cache[t.text] = score if reason is None else reason
+            if reason is not None:
+                row["reject_reason"] = reason
+            else:
+                row["score"] = score
+                row["accepted"] = True
+                self.population.append({"structure": t.text, "score": score, **_metric_cols(t.metrics),
+                                        "iteration": t.iteration, **{f"proxy_{k}": v for k, v in parts.items()}})
+                while len(self.population) > self.config.population:
+                    low = min(range(len(self.population)), key=lambda j: self.population[j]["score"])
+                    self.population.pop(low)
+        elif t.score is not None:
+            row["score"] = t.score
+        self.history.append(row)
+        return True
+
+    def _step(self) -> None:
+        # At most K children are scored at once; which results the next child sees
+        # depends only on the order of events, never on timing.
+        while self._outstanding() >= self.config.workers:
+            self._apply_front(wait=True)
+        while self._apply_front(wait=False):
+            pass
+        i = self.iteration
+        text, child = self._propose()
+        metrics = self.checker.measure(child)
+        reason = self.checker.violation(metrics)
+        ticket = _Ticket(i, text, metrics, reason)
+        if reason is None:
+            pending = {t.text for t in self.queue if t.future is not None}
+            if text in self.cache or text in pending:
+                known = self.cache.get(text)
+                ticket.reason = "duplicate (already scored)" if text in self.cache else "duplicate (being scored)"
+                ticket.score = known if isinstance(known, float) else None
+                if ticket.score is None and text in self.cache:
+                    ticket.reason = f"duplicate ({known})"
+            else:
+                ticket.future = self._submit(text)
+        self.queue.append(ticket)
+        self.iteration += 1
+        while self._apply_front(wait=False):
+            pass
+
+    def run(self, resume: bool = False) -> dict:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._open()
+        try:
+            state = load_checkpoint(self.out) if resume else None
+            if state is not None:
+                self.restore(state)
+            write_json(self.out / "config.json", self._config_record())
+            self._loop()
+        finally:
+            self._close()
+        return self._finish()
+
+    def _loop(self) -> None:
+        total = self.config.iterations
+        bar = _progress(total, self.iteration, self.progress)
+        session_start = time.perf_counter()
+        last_ckpt = session_start
+        base_elapsed = self.elapsed_s
+        try:
+            while self.iteration < total:
+                done_before = len(self.history)
+                self._step()
+                now = time.perf_counter()
+                self.elapsed_s = base_elapsed + (now - session_start)
+                if bar is not None:
+                    bar.update(1)
+                    if len(self.history) != done_before or self.iteration % 10 == 0:
+                        bar.set_postfix(self._postfix(), refresh=False)
+                if now - last_ckpt >= self.config.checkpoint_every_s:
+                    save_checkpoint(self.out, self.state())
+                    last_ckpt = now
+            while self._apply_front(wait=True):
+                pass
+            self.elapsed_s = base_elapsed + (time.perf_counter() - session_start)
+            save_checkpoint(self.out, self.state())
+        finally:
+            if bar is not None:
+                bar.set_postfix(self._postfix(), refresh=False)
+                bar.close()
+
+    def _postfix(self) -> dict:
+        accepted = sum(1 for r in self.history if r["accepted"])
+        best = max((m["score"] for m in self.population), default=float("nan"))
+        return {"best": f"{best:.4g}", "accept": f"{accepted / max(1, len(self.history)):.0%}",
+                "pop": len(self.population)}
+
+    # ---- results
+
+    def _config_record(self) -> dict:
+        c = self.config
+        prof = self.p.profile
+        record = asdict(c)
+        record["resolution"] = self.space.resolution
+        record["num_classes"] = self.space.num_classes
+        record["profile_info"] = None if prof is None else {
+            "name": getattr(prof, "name", None), "path": str(getattr(prof, "path", "") or "") or None,
+            "hash": prof.hash, "backend": prof.backend, "batch": prof.batch, "resolution": prof.resolution,
+            "space": prof.space}
+        from hwnas import __version__
+
+        record["hwnas_version"] = __version__
+        record["python"] = sys.version.split()[0]
+        return record
+
+    def _finish(self) -> dict:
+        import pandas as pd
+
+        if not self.population:
+            raise BudgetError(f"no candidate met the budgets in {self.iteration} iterations "
+                              f"(see {self.out / 'history.parquet'}); loosen a budget or raise --iterations")
+        pop = pd.DataFrame(self.population).sort_values("score", ascending=False, kind="stable")
+        hist = pd.DataFrame(self.history, columns=list(self.history[0].keys()))
+        write_parquet(self.out / "population.parquet", pop)
+        write_parquet(self.out / "history.parquet", hist)
+
+        best = max(self.population, key=lambda m: m["score"])  # first of equal scores, as the official code
+        arch = self.space.parse(best["structure"])
+        metrics = self.checker.measure(arch)  # recomputed from the structure, not carried
+        score, parts, reason = Scorer(self.config.space, self.config.proxy, self.config.proxy_options,
+                                      self.config.batch_size, self.config.repeat, self.config.seed)(best["structure"])
+        accepted = int(hist["accepted"].sum())
+        summary = {
+            "best_structure": best["structure"],
+            "score": score,
+            "score_parts": parts,
+            "score_in_search": best["score"],
+            **{k: v for k, v in metrics.as_dict().items()},
+            "budgets": self.config.budgets.as_dict(),
+            "meets_budgets": self.checker.violation(metrics) is None,
+            "iterations": self.iteration,
+            "accepted": accepted,
+            "acceptance_rate": accepted / max(1, len(hist)),
+            "scored": sum(1 for v in self.cache.values() if isinstance(v, float)),
+            "elapsed_s": self.elapsed_s,
+            "iterations_per_s": self.iteration / self.elapsed_s if self.elapsed_s > 0 else None,
+            "profile_hash": None if self.p.profile is None else self.p.profile.hash,
+            "space": self.config.space,
+            "proxy": self.config.proxy,
+            "workers": self.config.workers,
+            "seed": self.config.seed,
+        }
+        if reason is not None:
+            summary["score_error"] = reason
+        write_text(self.out / "best.txt", best["structure"] + "\n")
+        write_json(self.out / "summary.json", summary)
+        return summary
+
+
+def _metric_cols(m: Metrics | None) -> dict:
+    if m is None:
+        return {"latency_ms": None, "flops": None, "params": None, "layers": None, "rho": None}
+    return m.as_dict()
+
+
+def _mutate(space, arch, rng: random.Random, replaces: int):
+    """Mutate with the official number of replaced blocks where the space takes it."""
+    if replaces > 1 and "num_blocks" in inspect.signature(space.mutate).parameters:
+        return space.mutate(arch, rng, num_blocks=replaces)
+    return space.mutate(arch, rng)
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, desc="search", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def search(config: SearchConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
+           latency_batch: int | None = None) -> dict:
+    """Run (or resume) a search into ``out`` and return its summary.
+
+    Every input is checked before any work; an ``out`` that already holds a
+    search is refused unless ``resume`` is set, so nothing written is lost.
+    """
+    out = Path(out)
+    if not resume and out.exists() and any((out / name).exists() for name in (CHECKPOINT, *RESULT_FILES)):
+        raise HwnasError(f"{out} already holds a search; pass --resume to continue it or choose another --out")
+    if resume and not (out / CHECKPOINT).is_file():
+        raise HwnasError(f"--resume: {out} holds no checkpoint ({CHECKPOINT}); expected the --out of a started search")
+    prepared = prepare(config, latency_batch=latency_batch)
+    return Evolution(prepared, out, progress=progress).run(resume=resume)
+
+
+def measure_best(out: str | Path, profile: str | None = None) -> dict:
+    """Measure the best structure of a finished search end to end with its profile's backend.
+
+    Adds ``measured_ms`` (and its dispersion) next to the prediction in summary.json.
+    """
+    import json
+
+    from hwnas.latency.validate import measure_end_to_end
+    from hwnas.models.spaces.base import get_space
+
+    out = Path(out)
+    summary = json.loads((out / "summary.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    space = get_space(config["space"])
+    prof = load_profile(profile or config.get("profile"), space)
+    arch = space.parse(summary["best_structure"])
+    measured = measure_end_to_end(prof, arch)
+    summary["measured"] = measured if isinstance(measured, dict) else {"ms": float(measured)}
+    write_json(out / "summary.json", summary)
+    return summary
