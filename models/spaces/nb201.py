@@ -261,7 +261,7 @@ class NB201Space:
         c = self.counts(cell)
         return (max_params is None or c.params <= max_params) and (max_flops is None or c.flops <= max_flops)
 
-    def _stages(self) -> list[tuple[int, int]]:
+    def stages(self) -> list[tuple[int, int]]:
         """(channels, resolution) of the three cell stages."""
         out, c, h = [], STEM_CHANNELS, self.resolution
         for stage in range(3):
@@ -272,7 +272,7 @@ class NB201Space:
 
     def parts(self, arch: Cell) -> list[Part]:
         """Stem, one part per non-``none`` edge of every cell, the two reductions, and the head."""
-        stages = self._stages()
+        stages = self.stages()
         out = [Part("nb201:stem", 3, STEM_CHANNELS, self.resolution)]
         for i, (c, h) in enumerate(stages):
             if i:
@@ -286,7 +286,7 @@ class NB201Space:
 
     def grid_parts(self, grid: str = "coarse") -> Iterator[Part]:
         """Every part the space produces (the space is small: the grid makes no difference)."""
-        stages = self._stages()
+        stages = self.stages()
         yield Part("nb201:stem", 3, STEM_CHANNELS, self.resolution)
         for i, (c, h) in enumerate(stages):
             if i:

@@ -1,0 +1,122 @@
+"""``hwnas models``: the ZenNet zoo table and the counts of one architecture."""
+
+from __future__ import annotations
+
+import click
+
+from hwnas.cli.output import echo_json, echo_table
+
+
+@click.group("models")
+def models_group() -> None:
+    """Model zoo, architecture strings and their exact counts.
+
+    \b
+    Example:
+      hwnas models list
+      hwnas models info zennet_imagenet1k_latency08ms_res224 --json
+    """
+
+
+@models_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def list_cmd(as_json: bool) -> None:
+    """The ZenNet zoo: counted params/FLOPs beside the published table.
+
+    Params are every trainable parameter of the built network; FLOPs are
+    multiply-accumulates under the rule of the published table (convs, conv
+    biases, BN, classifier, SE). SE is counted as the published row was
+    (column se_counted). A '*' after a published figure marks a row whose
+    published figure is itself off (see table_note in --json).
+
+    \b
+    Example:
+      hwnas models list
+      hwnas models list --json
+    """
+    from hwnas.models.describe import zoo_table
+
+    rows = zoo_table()
+    if as_json:
+        echo_json(rows)
+        return
+    table = []
+    for r in rows:
+        mark = "*" if r["table_note"] else ""
+        table.append({
+            "name": r["name"].removeprefix("zennet_"),
+            "res": r["resolution"],
+            "se_counted": "yes" if r["counted_with_se"] else "no",
+            "params_M": f"{r['params_M']:.4f}",
+            "pub_params_M": f"{r['published_params_M']:g}" + (mark if "params" in r["table_note"] else ""),
+            "d_params_%": f"{r['params_delta_pct']:+.2f}",
+            "flops_M": f"{r['flops_M']:.2f}",
+            "pub_flops_M": f"{r['published_flops_M']:g}" + (mark if "flops" in r["table_note"] else ""),
+            "d_flops_%": f"{r['flops_delta_pct']:+.2f}",
+            "layers": r["layers"],
+            "top1": r["top1"],
+            "v100_ms": "" if r["latency_ms_v100_fp16_b64"] is None else r["latency_ms_v100_fp16_b64"],
+        })
+    echo_table(table, list(table[0]))
+
+
+@models_group.command("info")
+@click.argument("target", metavar="NAME|STRUCTURE|FILE")
+@click.option("--space", default=None,
+              help="Space to read the architecture in: imagenet224, cifar32, nb201, ... "
+                   "(default: the zoo model's, else nb201 for '|...|' cells, else imagenet224).")
+@click.option("--resolution", type=click.IntRange(min=1, max=65536), default=None,
+              help="Input resolution (default: the zoo model's or the space's).")
+@click.option("--num-classes", type=click.IntRange(min=1, max=1_000_000), default=None,
+              help="Classifier outputs (default: the zoo model's or the space's).")
+@click.option("--se/--no-se", "use_se", default=None,
+              help="Count with SE modules (default: as the zoo row was counted; else no).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def info_cmd(target: str, space: str | None, resolution: int | None, num_classes: int | None,
+             use_se: bool | None, as_json: bool) -> None:
+    """Params, FLOPs, conv+linear MACs, layers, stages and rho of one architecture.
+
+    The argument is a zoo model name (or an unambiguous part of one), a
+    structure string, a NAS-Bench-201 cell string, or a file whose first
+    line is one. A malformed or unchained string is an error naming the
+    character position (exit status 2).
+
+    \b
+    Example:
+      hwnas models info latency08ms
+      hwnas models info 'SuperConvK3BNRELU(3,32,2,1)SuperResK1K3K1(32,64,2,16,2)SuperConvK1BNRELU(64,512,1,1)' --json
+      hwnas models info '|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|'
+    """
+    from hwnas.models.describe import describe
+
+    info = describe(target, space=space, resolution=resolution, num_classes=num_classes, use_se=use_se)
+    if as_json:
+        echo_json(info)
+        return
+    rows = [
+        ("name", info["name"] or "-"),
+        ("space", info["space"]),
+        ("structure", info["structure"]),
+        ("resolution", info["resolution"]),
+        ("num_classes", info["num_classes"]),
+        ("use_se", info["use_se"]),
+        ("params", f"{info['params']:,} ({info['params'] / 1e6:.4f} M)"),
+        ("flops", f"{info['flops']:,} ({info['flops'] / 1e6:.2f} M MACs, table rule)"),
+        ("conv_linear_macs", f"{info['conv_linear_macs']:,}"),
+        ("layers", info["layers"]),
+        ("output_resolution", info["output_resolution"]),
+        ("rho", "-" if info["rho"] is None else f"{info['rho']:.4g}"),
+    ]
+    if "published" in info:
+        p = info["published"]
+        rows.append(("published", f"{p['params_M']:g} M params, {p['flops_M']:g} M FLOPs, top-1 {p['top1']:g}%"
+                     + (f" ({p['table_note']})" if p["table_note"] else "")))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key.ljust(width)}  {value}")
+    click.echo("")
+    stage_rows = [{k: "-" if v is None else v for k, v in row.items()} for row in info["stages"]]
+    echo_table(stage_rows, list(stage_rows[0]))
+
+
+commands = [models_group]
