@@ -1,0 +1,233 @@
+"""The proxy protocol, its registry, and what every proxy shares.
+
+A proxy turns an architecture of a space into one finite number (larger is
+better) plus named parts. Each proxy is one class decorated with
+``@register_proxy(name)``; ``get_proxy(name, **options)`` makes one, and a
+name that is not registered is read as a hybrid expression of registered
+names (``zen+0.5*log(flops)``).
+
+Every proxy takes the same common options: ``resolution`` (default: the
+space's), ``batch_size`` (default 64 at 32×32 and below, else 16 — the Zen-NAS
+settings), ``repeat`` (mean of that many independent evaluations), ``seed``,
+``device`` and ``dtype``. Randomness comes only from a ``torch.Generator``
+seeded with ``seed``, so the same seed gives the same score whatever the
+global RNG state, and the global RNG state is left untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from hwnas.errors import HwnasError, ProxyError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class ProxyResult:
+    """A finite score and its named parts (e.g. ``zen``, ``e_score``, ``rho``)."""
+
+    value: float
+    parts: dict = field(default_factory=dict)
+
+
+class Proxy(ABC):
+    """Base class: common options, repeats, the finiteness check.
+
+    Subclasses set ``name``, list their own keyword options in ``options``
+    (name → default) and implement ``evaluate(space, arch, generator)``, one
+    independent evaluation returning ``(value, parts)``.
+    """
+
+    name: ClassVar[str] = ""
+    options: ClassVar[dict] = {}
+    # Proxies computed from the architecture alone ignore repeats and seeds.
+    deterministic: ClassVar[bool] = False
+
+    def __init__(self, resolution: int | None = None, batch_size: int | None = None, repeat: int = 1,
+                 seed: int = 0, device: str = "cpu", dtype: str = "float32", **specific):
+        unknown = sorted(set(specific) - set(self.options))
+        if unknown:
+            expected = ", ".join(sorted(self.options)) or "none"
+            raise HwnasError(f"proxy {self.name!r} has no option {', '.join(unknown)}; its options: {expected}")
+        if repeat < 1:
+            raise HwnasError(f"repeat must be at least 1, got {repeat}")
+        if batch_size is not None and batch_size < 1:
+            raise HwnasError(f"batch size must be at least 1, got {batch_size}")
+        if resolution is not None and resolution < 1:
+            raise HwnasError(f"resolution must be at least 1, got {resolution}")
+        if dtype not in DTYPES:
+            raise HwnasError(f"unknown dtype {dtype!r}; expected one of: {', '.join(DTYPES)}")
+        self.resolution = resolution
+        self.batch_size = batch_size
+        self.repeat = repeat
+        self.seed = seed
+        self.device = torch.device(device)
+        self.dtype = DTYPES[dtype]
+        self.dtype_name = dtype
+        for key, default in self.options.items():
+            setattr(self, key, specific.get(key, default))
+
+    # -- settings -------------------------------------------------------------
+    def settings(self) -> dict:
+        """Everything that determines the score (the cache key of the benchmark)."""
+        out = {"proxy": self.name, "resolution": self.resolution, "batch_size": self.batch_size,
+               "repeat": self.repeat, "seed": self.seed, "dtype": self.dtype_name}
+        out.update({k: getattr(self, k) for k in self.options})
+        if self.deterministic:
+            for k in ("batch_size", "repeat", "seed", "dtype"):
+                out.pop(k)
+        return out
+
+    def resolution_for(self, space) -> int:
+        return self.resolution or space.resolution
+
+    def batch_for(self, space) -> int:
+        if self.batch_size:
+            return self.batch_size
+        return 64 if self.resolution_for(space) <= 32 else 16
+
+    def generator(self, seed: int | None = None) -> torch.Generator:
+        g = torch.Generator(device=self.device)
+        g.manual_seed(self.seed if seed is None else seed)
+        return g
+
+    # -- scoring --------------------------------------------------------------
+    def score(self, space, arch) -> ProxyResult:
+        """The mean of ``repeat`` independent evaluations; raises ProxyError unless finite."""
+        g = self.generator()
+        values, parts_list = [], []
+        for _ in range(1 if self.deterministic else self.repeat):
+            value, parts = self.evaluate(space, arch, g)
+            values.append(_finite(self.name, value))
+            parts_list.append(parts)
+        value = sum(values) / len(values)
+        parts = {k: sum(p[k] for p in parts_list) / len(parts_list) for k in parts_list[0]
+                 if all(isinstance(p.get(k), (int, float)) for p in parts_list)}
+        if len(values) > 1:
+            parts["std"] = float(torch.tensor(values, dtype=torch.float64).std().item())
+        return ProxyResult(value, parts)
+
+    @abstractmethod
+    def evaluate(self, space, arch, generator: torch.Generator) -> tuple[float, dict]:
+        """One independent evaluation: ``(value, parts)``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.settings()})"
+
+
+def _finite(name: str, value) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise ProxyError(f"proxy {name!r} gave a non-finite score ({value}); the candidate is rejected")
+    return value
+
+
+# -- registry -------------------------------------------------------------------
+_PROXIES: dict[str, type[Proxy]] = {}
+
+
+def register_proxy(name: str) -> Callable[[type[Proxy]], type[Proxy]]:
+    """Class decorator: make a proxy available by name."""
+
+    def wrap(cls: type[Proxy]) -> type[Proxy]:
+        cls.name = name
+        _PROXIES[name] = cls
+        return cls
+
+    return wrap
+
+
+def _load_builtin() -> None:
+    # Importing the modules runs their @register_proxy decorators.
+    from hwnas.search.proxies import classic, counts, incorporated, zen  # noqa: F401
+
+
+def proxy_names() -> list[str]:
+    """Registered proxy names (hybrid expressions of them are accepted too)."""
+    _load_builtin()
+    return sorted(_PROXIES)
+
+
+def proxy_class(name: str) -> type[Proxy]:
+    _load_builtin()
+    return _PROXIES[name]
+
+
+def get_proxy(name: str, **options) -> Proxy:
+    """A proxy by registered name, or a hybrid expression over registered names."""
+    _load_builtin()
+    name = name.strip()
+    if name in _PROXIES:
+        return _PROXIES[name](**options)
+    from hwnas.search.proxies.hybrid import Hybrid
+
+    return Hybrid(name, **options)
+
+
+# -- building networks for scoring ----------------------------------------------
+def _init_gaussian(net: nn.Module, generator: torch.Generator) -> None:
+    """Zen-NAS initialisation: conv/linear weights N(0,1), biases 0, norm weight 1, bias 0, fresh statistics."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.normal_(generator=generator)
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)):
+                if getattr(m, "weight", None) is not None:
+                    m.weight.fill_(1.0)
+                if getattr(m, "bias", None) is not None:
+                    m.bias.zero_()
+                if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats:
+                    m.reset_running_stats()
+            elif any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False)):
+                _reset_other(m, generator)
+
+
+def _reset_other(m: nn.Module, generator: torch.Generator) -> None:
+    if not hasattr(m, "reset_parameters"):
+        raise ProxyError(f"cannot initialise a {type(m).__name__} module for scoring (no reset_parameters)")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)))
+        m.reset_parameters()
+
+
+def build_network(space, arch, generator: torch.Generator, *, init: str, device, dtype,
+                  no_residual: bool = False, use_se: bool = False) -> nn.Module:
+    """A freshly initialised network for one evaluation.
+
+    ``init="gaussian"`` builds on the meta device (no default initialisation
+    is run only to be overwritten) and fills every tensor from ``generator``;
+    ``init="default"`` is PyTorch's default initialisation, run under a
+    forked global RNG seeded from ``generator``.
+    """
+    if init == "gaussian":
+        with torch.device("meta"):
+            net = space.build(arch, no_residual=no_residual, use_se=use_se)
+        net = net.to_empty(device=device)
+        if dtype != torch.float32:
+            net = net.to(dtype)
+        _init_gaussian(net, generator)
+        return net
+    if init == "default":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)))
+            net = space.build(arch, no_residual=no_residual, use_se=use_se)
+        return net.to(device=device, dtype=dtype)
+    raise ValueError(init)
+
+
+def gaussian_input(generator: torch.Generator, batch: int, resolution: int, device, dtype) -> torch.Tensor:
+    return torch.randn(batch, 3, resolution, resolution, generator=generator, device=device, dtype=dtype)
+
+
+def features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The feature map before global pooling."""
+    return net.forward_features(x)

@@ -1,0 +1,98 @@
+"""Incorporated-NAS score: a weighted sum of the Zen-score and a DeepMAD-style entropy.
+
+    incorporated = w_z · zen + w_d · F(E),      F ∈ {log, sqrt}
+    E = Σ_i α_i · H_i − β · Q,                  Q = exp(Var(L_1, …, L_M))
+    H_i = log(r_i² · c_i) · Σ_{layers j of stage i} log(c_j · k_j² / g_j)
+
+over the M stages of the network, with r_i, c_i the resolution and width at
+a stage's output, c_j the input channels, k_j the kernel and g_j the groups
+of conv j, and L_i a stage's depth. Defaults: α_i = 1, β = 10,
+(w_z, w_d) = (0.9, 0.1) with log, (0.8, 0.2) with sqrt.
+
+What a stage is for a ZenNAS structure string: each block of the string (the
+stem, every Super-Res block, the final 1×1 conv), with depth L_i = the
+block's sub-layer count ``L``. Counting the depth in convolutions instead
+makes Var(L) of the zoo networks reach the hundreds and Q ≈ e^100, so E < 0
+for every one of them; in blocks' sub-layers E stays positive across the zoo.
+
+``layer_term="paper"`` (default) is the formula above; ``"deepmad_code"``
+uses log sqrt(c·k²/g) per layer, as the public DeepMAD code
+(alibaba/lightweight-neural-architecture-search, its issue #34) computes it,
+which halves H.
+
+E ≤ 0 leaves F undefined: the candidate is rejected with a ProxyError
+naming E, never scored NaN. The DeepMAD effectiveness ρ = L·(∏ w_i)^(−1/L)
+(``hwnas.models.counts.effectiveness``) is returned in the parts with
+``rho_max`` (ρ0, default 0.5) and ``rho_ok``; the search enforces it as a
+constraint.
+"""
+
+from __future__ import annotations
+
+import math
+
+from hwnas.errors import HwnasError, ProxyError
+from hwnas.models.counts import effectiveness, stages
+from hwnas.models.structure import Structure
+from hwnas.models.units import block_units
+from hwnas.search.proxies.base import Proxy, register_proxy
+from hwnas.search.proxies.zen import ZenScore
+
+DEFAULT_WEIGHTS = {"log": (0.9, 0.1), "sqrt": (0.8, 0.2)}
+
+
+def entropy_score(structure: Structure, resolution: int, alpha=1.0, beta: float = 10.0,
+                  layer_term: str = "paper") -> dict:
+    """E = Σ α_i H_i − β Q over the blocks of ``structure`` (one block = one stage)."""
+    if layer_term not in ("paper", "deepmad_code"):
+        raise HwnasError(f"unknown layer_term {layer_term!r}; expected 'paper' or 'deepmad_code'")
+    scale = 0.5 if layer_term == "deepmad_code" else 1.0
+    stage_list = stages(structure, resolution)
+    alphas = list(alpha) if isinstance(alpha, (list, tuple)) else [float(alpha)] * len(stage_list)
+    if len(alphas) != len(stage_list):
+        raise HwnasError(f"alpha has {len(alphas)} values but the network has {len(stage_list)} stages (blocks)")
+    h_total = 0.0
+    for a, stage, block in zip(alphas, stage_list, structure.blocks):
+        layers = sum(math.log(c.cin * c.kernel ** 2 / c.groups) for u in block_units(block) for c in u.convs)
+        h_total += a * math.log(stage.out_resolution ** 2 * stage.out_channels) * scale * layers
+    depths = [s.sub_layers for s in stage_list]
+    mean = sum(depths) / len(depths)
+    var = sum((d - mean) ** 2 for d in depths) / len(depths)
+    q = math.exp(var)
+    return {"e_score": h_total - beta * q, "h": h_total, "q": q}
+
+
+@register_proxy("incorporated")
+class IncorporatedScore(Proxy):
+    options = {"wz": None, "wd": None, "transform": "log", "alpha": 1.0, "beta": 10.0, "rho_max": 0.5,
+               "layer_term": "paper", "bn_term": "running", "se": False}
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.transform not in DEFAULT_WEIGHTS:
+            raise HwnasError(f"unknown transform {self.transform!r}; expected 'log' or 'sqrt'")
+        wz, wd = DEFAULT_WEIGHTS[self.transform]
+        if self.wz is None and self.wd is None:
+            self.wz, self.wd = wz, wd
+        elif self.wd is None:
+            self.wd = 1.0 - self.wz
+        elif self.wz is None:
+            self.wz = 1.0 - self.wd
+        common = {k: getattr(self, k) for k in ("resolution", "batch_size", "seed", "dtype_name")}
+        common["dtype"] = common.pop("dtype_name")
+        self._zen = ZenScore(device=str(self.device), bn_term=self.bn_term, se=self.se, **common)
+
+    def evaluate(self, space, arch, generator):
+        if not isinstance(arch, Structure):
+            raise ProxyError(f"proxy 'incorporated' needs a ZenNAS structure-string space, not {space.name!r}")
+        e = entropy_score(arch, self.resolution_for(space), self.alpha, self.beta, self.layer_term)
+        rho = effectiveness(arch)
+        if e["e_score"] <= 0:
+            raise ProxyError(f"proxy 'incorporated': E_score = {e['e_score']:.4g} ≤ 0 leaves "
+                             f"{self.transform}(E) undefined (H = {e['h']:.4g}, β·Q = {self.beta * e['q']:.4g}); "
+                             "the candidate is rejected")
+        zen, _ = self._zen.evaluate(space, arch, generator)
+        f = math.log(e["e_score"]) if self.transform == "log" else math.sqrt(e["e_score"])
+        value = self.wz * zen + self.wd * f
+        return value, {"zen": zen, "e_score": e["e_score"], "f_e": f, "h": e["h"], "q": e["q"], "rho": rho,
+                       "rho_max": self.rho_max, "rho_ok": float(rho <= self.rho_max)}
