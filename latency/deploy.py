@@ -107,8 +107,11 @@ def resolve_target(source: str, *, space: str | None = None, num_classes: int | 
 
     path = Path(source)
     info: dict[str, Any] = {}
-    zoo_defaults: dict[str, Any] = {}
-    if path.is_dir():
+    defaults: dict[str, Any] = {}
+    if "(" in source or source.lstrip().startswith("|"):
+        text = source.strip()
+        info = {"kind": "string"}
+    elif path.is_dir():
         if not (path / "best.txt").is_file():
             raise DeployError(f"{source} is a folder without best.txt; expected a search output folder "
                               "(best.txt and config.json) or a structure string")
@@ -117,32 +120,35 @@ def resolve_target(source: str, *, space: str | None = None, num_classes: int | 
         if space is not None and run_space is not None and space != run_space:
             raise DeployError(f"--space {space} contradicts the search run's space {run_space!r} in {source}")
         space = space or run_space
-        info = {"kind": "run", "run_dir": str(path.resolve()), "profile": config.get("profile")}
-        for key in ("num_classes", "resolution", "use_se"):
-            if config.get(key) is not None:
-                zoo_defaults[key] = config[key]
-    elif "(" not in source and "|" not in source and not path.is_file():
-        from hwnas.models import zoo
-
-        model = zoo.get(source)
-        text = str(model.structure)
-        info = {"kind": "zoo", "name": model.name}
-        zoo_defaults = {"num_classes": model.num_classes, "resolution": model.resolution, "use_se": model.use_se}
-        space = space or ("cifar32" if model.resolution == 32 else "imagenet224")
+        profile_info = config.get("profile_info") or {}
+        profile = profile_info.get("path") or profile_info.get("name") or config.get("profile")
+        info = {"kind": "run", "run_dir": str(path.resolve()), "profile": profile}
+        defaults = {k: config[k] for k in ("num_classes", "resolution", "use_se") if config.get(k) is not None}
     elif path.is_file():
-        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+        try:
+            lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as err:
+            raise DeployError(f"cannot read {source}: {err}") from None
         if not lines:
             raise DeployError(f"{source} is empty; expected one structure string")
         text = lines[0]
         info = {"kind": "file", "path": str(path.resolve())}
+    elif "/" in source or path.suffix:
+        raise DeployError(f"{source}: no such file or folder; expected a structure string, a file holding one, "
+                          "a search output folder or a zoo model name")
     else:
-        text = source.strip()
-        info = {"kind": "string"}
+        from hwnas.models import zoo
+
+        model = zoo.get(source)  # an unknown name is an error listing the zoo
+        text = str(model.structure)
+        info = {"kind": "zoo", "name": model.name}
+        defaults = {"num_classes": model.num_classes, "resolution": model.resolution, "use_se": model.use_se}
+        space = space or ("cifar32" if model.resolution == 32 else "imagenet224")
     space_name = space or ("nb201" if text.startswith("|") else "imagenet224")
     space_obj = get_space(space_name)
-    num_classes = int(num_classes if num_classes is not None else zoo_defaults.get("num_classes", space_obj.num_classes))
-    resolution = int(resolution if resolution is not None else zoo_defaults.get("resolution", space_obj.resolution))
-    use_se = bool(use_se if use_se is not None else zoo_defaults.get("use_se", False))
+    num_classes = int(num_classes if num_classes is not None else defaults.get("num_classes", space_obj.num_classes))
+    resolution = int(resolution if resolution is not None else defaults.get("resolution", space_obj.resolution))
+    use_se = bool(use_se if use_se is not None else defaults.get("use_se", False))
     if num_classes < 1 or resolution < 1:
         raise DeployError(f"num_classes and resolution must be positive, got {num_classes} and {resolution}")
     arch = space_obj.parse(text)  # StructureError names the fault
@@ -153,19 +159,12 @@ def build_module(target: Target):
     """The torch module of a target in eval mode (PyTorch's default initialisation, seeded)."""
     import torch
 
-    from hwnas.models.counts import output_resolution
-    from hwnas.models.structure import Structure
-
     space = target.space_object()
     arch = space.parse(target.text)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         module = space.build(arch, use_se=target.use_se)
-    module.eval()
-    if isinstance(arch, Structure) and output_resolution(arch, target.resolution) < 1:
-        raise DeployError(f"resolution {target.resolution} is too small for this structure: its strides reduce "
-                          "the feature map to nothing; expected a larger --resolution")
-    return module
+    return module.eval()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -653,73 +652,96 @@ def read_manifest(directory: str | Path, verify_hashes: bool = True) -> dict:
 _RUNTIME = {"onnx": "onnxruntime", "tensorrt": "tensorrt"}
 
 
-def _profile_settings(profile) -> dict:
-    settings = dict(getattr(profile, "settings", None) or {})
-    for key in ("backend", "precision", "batch", "threads", "device"):
-        if key not in settings and getattr(profile, key, None) is not None:
-            settings[key] = getattr(profile, key)
-    return settings
+def _device_name(settings: dict) -> str:
+    from hwnas.latency.device import cpu_info
+
+    if settings.get("device", "cpu") == "cpu":
+        return cpu_info()["name"]
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA GPU"
 
 
-def check(directory: str | Path, profile_path: str | Path, *, tolerance: float = 0.10,
+def _refusals(manifest: dict, profile, space) -> list[str]:
+    """Every way the deployment's settings differ from the profile's: each makes the comparison meaningless."""
+    settings = profile.settings
+    out = []
+    runtime = _RUNTIME[manifest["format"]]
+    if profile.backend != runtime:
+        out.append(f"the profile was measured with {profile.backend}, the artifact runs on {runtime}")
+    if profile.precision != manifest["precision"]:
+        out.append(f"the profile is {profile.precision}, the artifact {manifest['precision']}")
+    if manifest["dynamic_batch"]:
+        if manifest["format"] == "tensorrt" and profile.batch > manifest["batch"]:
+            out.append(f"the profile's batch {profile.batch} exceeds the engine's largest batch {manifest['batch']}")
+    elif profile.batch != manifest["batch"]:
+        out.append(f"the profile's batch is {profile.batch}, the artifact's static batch {manifest['batch']} "
+                   f"(deploy with --batch {profile.batch} or --dynamic-batch)")
+    if profile.space != manifest["space"]:
+        out.append(f"the profile is for space {profile.space}, the artifact's space is {manifest['space']}")
+    for key in ("resolution", "num_classes"):
+        if getattr(space, key) != manifest[key]:
+            out.append(f"the profile predicts {key} {getattr(space, key)}, the artifact has {manifest[key]}")
+    if manifest.get("use_se"):
+        out.append("the artifact has SE modules, the profile predicts networks without them")
+    profiled_on = str(profile.metadata.get("device", {}).get("name", ""))
+    here = _device_name(settings)
+    if profiled_on != here:
+        out.append(f"the profile was measured on {profiled_on or 'an unnamed device'}, this machine is {here}")
+    return out
+
+
+def check(directory: str | Path, profile_path: str | Path | None = None, *, tolerance: float = 0.10,
           warmup: int | None = None, repeats: int | None = None) -> dict:
     """Measure a deployed artifact under a profile's settings and compare with the profile's prediction.
 
-    Returns ``predicted_ms`` and ``measured_ms`` (per image) and
-    ``rel_error = measured / predicted - 1``, and ``within_tolerance``.
+    The profile defaults to the one of the search run the deployment came
+    from. Returns ``predicted_ms`` and ``measured_ms`` (per image: batch time
+    / batch), ``rel_error = measured / predicted - 1`` and
+    ``within_tolerance``. Settings that differ (runtime, precision, batch,
+    space, resolution, classes, SE, device) raise DeployError naming them.
     """
     from hwnas.latency.backends import get_backend, summarize
     from hwnas.latency.predictor import Predictor
     from hwnas.latency.profile import Profile
+    from hwnas.models.spaces.base import get_space
 
     if tolerance <= 0:
         raise DeployError(f"tolerance {tolerance}; expected a positive fraction such as 0.10")
     directory = Path(directory)
     manifest = read_manifest(directory)
+    if profile_path is None:
+        profile_path = manifest.get("source", {}).get("profile")
+        if not profile_path:
+            raise DeployError(f"{directory} was not deployed from a search run with a profile; pass --profile")
     profile = Profile.load(profile_path)
-    settings = _profile_settings(profile)
-    refusals = []
-    backend_name = settings.get("backend")
-    if backend_name != _RUNTIME[manifest["format"]]:
-        refusals.append(f"the profile was measured with {backend_name}, the artifact runs on "
-                        f"{_RUNTIME[manifest['format']]}")
-    if settings.get("precision", "fp32") != manifest["precision"]:
-        refusals.append(f"the profile is {settings.get('precision')}, the artifact {manifest['precision']}")
-    batch = int(settings.get("batch", 1))
-    if manifest["dynamic_batch"]:
-        if manifest["format"] == "tensorrt" and batch > manifest["batch"]:
-            refusals.append(f"the profile's batch {batch} exceeds the engine's largest batch {manifest['batch']}")
-    elif batch != manifest["batch"]:
-        refusals.append(f"the profile's batch is {batch}, the artifact's static batch {manifest['batch']}")
-    space = getattr(profile, "space", None)
-    if space is not None and space != manifest["space"]:
-        refusals.append(f"the profile is for space {space}, the artifact's space is {manifest['space']}")
+    space = get_space(profile.space)
+    refusals = _refusals(manifest, profile, space)
     if refusals:
-        raise DeployError(f"{directory} cannot be checked against {profile_path}: {'; '.join(refusals)}; "
-                          "expected a deployment made with the profile's settings")
+        raise DeployError(f"{directory} cannot be checked against profile {profile.name}: {'; '.join(refusals)}")
 
-    predictor = Predictor(profile)
-    target = Target(manifest["structure"], manifest["space"], manifest["num_classes"], manifest["resolution"],
-                    manifest.get("use_se", False), {})
-    arch = target.space_object().parse(target.text)
-    predicted = float(predictor.predict_ms(arch))
+    batch = profile.batch
+    predicted = float(Predictor(profile).predict_ms(space.parse(manifest["structure"])))
     if manifest["format"] == "onnx":
-        backend = get_backend("onnxruntime", **{k: v for k, v in settings.items() if k != "backend"})
+        backend = get_backend(profile.backend, **profile.settings)
         kwargs = {k: v for k, v in (("warmup", warmup), ("repeats", repeats)) if v is not None}
         measurement = backend.measure_onnx(directory / ONNX_FILE, batch=batch, **kwargs)
-        runtime = f"onnxruntime {backend.versions().get('onnxruntime')} ({settings.get('device', 'cpu')}, " \
-                  f"{settings.get('threads', '?')} threads)"
+        threads = profile.settings.get("threads")
+        runtime = (f"onnxruntime {backend.versions().get('onnxruntime')} {profile.settings.get('device', 'cpu')}"
+                   + (f", {threads} thread{'s' if threads != 1 else ''}" if threads else ""))
     else:
         engine = _Engine(directory / ENGINE_FILE)
         shape = tuple(int(d) for d in manifest["input"]["shape"][1:])
         measurement = summarize(engine.time_ms(batch, shape, 20 if warmup is None else warmup,
                                                50 if repeats is None else repeats))
-        runtime = f"tensorrt {manifest['tensorrt']['version']} engine"
+        runtime = f"tensorrt {manifest['tensorrt']['version']} engine on {manifest['tensorrt']['device']}"
     measured = measurement.median_ms / batch
     rel_error = measured / predicted - 1.0 if predicted > 0 else float("inf")
     return {
         "directory": str(directory),
-        "profile": str(profile_path),
+        "profile": profile.name,
+        "profile_hash": profile.hash,
+        "device": profile.metadata.get("device", {}).get("name"),
         "structure": manifest["structure"],
         "format": manifest["format"],
         "precision": manifest["precision"],
@@ -732,4 +754,3 @@ def check(directory: str | Path, profile_path: str | Path, *, tolerance: float =
         "tolerance": tolerance,
         "within_tolerance": bool(abs(rel_error) <= tolerance),
     }
-

@@ -27,7 +27,7 @@ def deploy_group() -> None:
     \b
     Example:
       hwnas deploy runs/cpu-search --format onnx --batch 1 --out deploy/cpu
-      hwnas deploy check deploy/cpu --profile profiles/<cpu-profile>.json
+      hwnas deploy check deploy/cpu --profile ort-cpu1-b1-cifar32
     """
 
 
@@ -59,8 +59,11 @@ def deploy_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print deploy.json.")
 def export_cmd(source, fmt, precision, batch, dynamic_batch, weights, num_classes, resolution, space, use_se,
                simplify, tolerance, timing_cache, out, as_json) -> None:
-    """Export STRUCTURE (a structure string, a file holding one, a zoo model name) or the best
-    structure of a search output folder RUN_DIR, verify it against PyTorch, and write OUT.
+    """Export a network to ONNX or TensorRT, verify it against PyTorch, write OUT.
+
+    STRUCTURE is a structure string, a file holding one, or a zoo model
+    name; RUN_DIR is a search output folder (best.txt and config.json give
+    the structure, the space and the profile).
 
     OUT gets model.onnx (and model.plan for tensorrt) and deploy.json
     (shapes, precision, versions, sha256 of every artifact, verification
@@ -93,8 +96,9 @@ def export_cmd(source, fmt, precision, batch, dynamic_batch, weights, num_classe
 
 @deploy_group.command("check")
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
-@click.option("--profile", "profile", required=True, type=click.Path(dir_okay=False),
-              help="Latency profile whose prediction and settings (backend, precision, batch, threads) apply.")
+@click.option("--profile", "profile", default=None,
+              help="Latency profile (shipped name or folder) whose prediction and settings (backend, precision, "
+                   "batch, threads) apply (default: the profile of the search run DIR was deployed from).")
 @click.option("--tolerance", type=click.FloatRange(min=0, min_open=True), default=0.10, show_default=True,
               help="Largest accepted |measured / predicted - 1|; exit status 1 above it.")
 @click.option("--repeats", type=click.IntRange(min=1), default=None, help="Timed samples (default: the backend's).")
@@ -102,15 +106,17 @@ def export_cmd(source, fmt, precision, batch, dynamic_batch, weights, num_classe
 def check_cmd(directory, profile, tolerance, repeats, as_json) -> None:
     """Time the artifact in DIR with its own runtime and compare with the profile's prediction.
 
-    The artifact's hashes are re-checked first; its format, precision and
-    batch must match the profile's. Latencies are per image (batch time /
-    batch). Exit status 0 when |rel_error| <= tolerance, 1 above it, 2 on bad
-    input.
+    The artifact's hashes are re-checked first; its runtime, precision,
+    batch, space, resolution, classes and the device must match the
+    profile's, else the check refuses (exit 2) naming the differences.
+    Latencies are per image (batch time / batch); rel_error = measured /
+    predicted - 1. Exit status 0 when |rel_error| <= tolerance, 1 above it,
+    2 on bad input.
 
     \b
     Example:
-      hwnas deploy check deploy/cpu --profile profiles/<cpu-profile>.json
-      hwnas deploy check deploy/cpu --profile profiles/<cpu-profile>.json --tolerance 0.15 --json
+      hwnas deploy check deploy/cpu --profile ort-cpu1-b1-cifar32
+      hwnas deploy check deploy/cpu --profile ort-cpu1-b1-cifar32 --tolerance 0.15 --json
     """
     from hwnas.latency.deploy import check
 
