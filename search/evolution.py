@@ -153,13 +153,13 @@ def load_profile(name: str | None, space) -> Any:
     """The latency profile for a search on ``space``; ProfileError when it does not fit."""
     from hwnas.latency.profile import Profile, default_profile_name
 
-    prof = Profile.load(name if name else default_profile_name())
+    prof = Profile.load(name if name else default_profile_name(space.name))
     if prof.space != space.name:
-        raise ProfileError(f"profile {prof.name if hasattr(prof, 'name') else name!r} was measured on space "
+        raise ProfileError(f"profile {prof.name!r} was measured on space "
                            f"{prof.space!r}; the search runs on {space.name!r} (pass --space {prof.space} "
                            f"or a profile of {space.name})")
     if int(prof.resolution) != int(space.resolution):
-        raise ProfileError(f"profile resolution {prof.resolution} does not match the space's "
+        raise ProfileError(f"profile {prof.name!r} resolution {prof.resolution} does not match the space's "
                            f"{space.resolution}; expected a profile measured at {space.resolution}x{space.resolution}")
     return prof
 
@@ -269,6 +269,9 @@ class Evolution:
         self.elapsed_s = 0.0
         self._pool = None
         self._scorer = None
+        self._session_start = time.perf_counter()
+        self._base_elapsed = 0.0
+        self._accepted = 0  # accepted rows of the history, for the progress bar
 
     # ---- state
 
@@ -295,6 +298,7 @@ class Evolution:
         self.cache = state["cache"]
         self.history = state["history"]
         self.elapsed_s = state["elapsed_s"]
+        self._accepted = sum(1 for r in self.history if r["accepted"])
         self.queue = deque()
         for iteration, text, metrics, reason, score in state["queue"]:
             ticket = _Ticket(iteration, text, metrics, reason, score)
@@ -351,7 +355,7 @@ class Evolution:
             return False
         self.queue.popleft()
         row = {"iteration": t.iteration, "structure": t.text, "score": None, **_metric_cols(t.metrics),
-               "accepted": False, "reject_reason": t.reason}
+               "accepted": False, "reject_reason": t.reason, "time_s": self._clock()}
         if t.future is not None:
             score, parts, reason = t.future.result()
             self.cache[t.text] = score if reason is None else reason
@@ -360,6 +364,7 @@ class Evolution:
             else:
                 row["score"] = score
                 row["accepted"] = True
+                self._accepted += 1
                 self.population.append({"structure": t.text, "score": score, **_metric_cols(t.metrics),
                                         "iteration": t.iteration, **{f"proxy_{k}": v for k, v in parts.items()}})
                 while len(self.population) > self.config.population:
@@ -413,15 +418,14 @@ class Evolution:
     def _loop(self) -> None:
         total = self.config.iterations
         bar = _progress(total, self.iteration, self.progress)
-        session_start = time.perf_counter()
-        last_ckpt = session_start
-        base_elapsed = self.elapsed_s
+        self._session_start = last_ckpt = time.perf_counter()
+        self._base_elapsed = self.elapsed_s
         try:
             while self.iteration < total:
                 done_before = len(self.history)
                 self._step()
                 now = time.perf_counter()
-                self.elapsed_s = base_elapsed + (now - session_start)
+                self.elapsed_s = self._clock()
                 if bar is not None:
                     bar.update(1)
                     if len(self.history) != done_before or self.iteration % 10 == 0:
@@ -429,19 +433,22 @@ class Evolution:
                 if now - last_ckpt >= self.config.checkpoint_every_s:
                     save_checkpoint(self.out, self.state())
                     last_ckpt = now
-            while self._apply_front(wait=True):
-                pass
-            self.elapsed_s = base_elapsed + (time.perf_counter() - session_start)
+            while self.queue:
+                self._apply_front(wait=True)
+            self.elapsed_s = self._clock()
             save_checkpoint(self.out, self.state())
         finally:
             if bar is not None:
                 bar.set_postfix(self._postfix(), refresh=False)
                 bar.close()
 
+    def _clock(self) -> float:
+        """Seconds of search so far, over every session of a resumed run."""
+        return self._base_elapsed + (time.perf_counter() - self._session_start)
+
     def _postfix(self) -> dict:
-        accepted = sum(1 for r in self.history if r["accepted"])
         best = max((m["score"] for m in self.population), default=float("nan"))
-        return {"best": f"{best:.4g}", "accept": f"{accepted / max(1, len(self.history)):.0%}",
+        return {"best": f"{best:.4g}", "accept": f"{self._accepted / max(1, len(self.history)):.0%}",
                 "pop": len(self.population)}
 
     # ---- results

@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""hwnas search beside the official ZenNAS search, on this machine.
+
+Reference settings (the official scripts/Zen_NAS_cifar_params1M.sh, shortened):
+CIFAR space (XXBL blocks), Zen-score, params <= 1e6, max layers 18, population
+64, batch 64, resolution 32, 100 classes, the official CIFAR-1M initial
+structure, 300 iterations.
+
+For every seed it reports
+  (a) iterations/s of both searches over those 300 iterations;
+  (b) the wall time hwnas needs to reach the best score the official run
+      reached in its 300 iterations (hwnas keeps going up to --chase iterations);
+  (c) the cost of the latency check of one candidate: hwnas's check from the
+      structure (counts + LUT prediction) against the official live timing
+      (``evolution_search.get_latency``: build the model, 3 warm-up + 1 timed
+      forward at batch 64, FP16, here on the CPU).
+
+The official code is imported from ZENNAS_DIR at run time (never copied), via
+/work/shared/tools/zennas-reference. Run under the team's CPU lock:
+
+    flock /tmp/hwnas-cpu.lock .venv/bin/python benchmarks/bench_search.py --seeds 0,1,2 \\
+        --out benchmarks/results/search
+
+Writes ``search_bench.json`` and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REFERENCE_TOOLS = Path(os.environ.get("ZENNAS_TOOLS", "/work/shared/tools/zennas-reference"))
+OFFICIAL_INITIAL = ("SuperConvK3BNRELU(3,8,1,1)SuperResK3K3(8,16,1,8,1)SuperResK3K3(16,32,2,16,1)"
+                    "SuperResK3K3(32,64,2,32,1)SuperResK3K3(64,64,2,32,1)SuperConvK1BNRELU(64,128,1,1)")
+BENCH_SPACE = "cifar32-c100"  # the cifar32 space with the official script's 100 classes
+
+
+def register_bench_space() -> None:
+    from hwnas.models.spaces.base import register_space
+    from hwnas.models.spaces.zennas import ZenNASSpace
+
+    register_space(BENCH_SPACE)(lambda: ZenNASSpace(BENCH_SPACE, 32, 100, OFFICIAL_INITIAL))
+
+
+def run_official(zennas_dir: str, seed: int, iterations: int, population: int, work: Path) -> dict:
+    save = work / f"official-seed{seed}"
+    shutil.rmtree(save, ignore_errors=True)
+    out_json = work / f"official-seed{seed}.json"
+    cmd = [sys.executable, str(REFERENCE_TOOLS / "official_search_speed.py"), zennas_dir, "--save-dir", str(save),
+           "--max-iter", str(iterations), "--population", str(population), "--seed", str(seed),
+           "--json", str(out_json)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(out_json.read_text())
+
+
+def run_ours(seed: int, iterations: int, chase: int, population: int, workers: int, target: float | None,
+             work: Path) -> dict:
+    import pandas as pd
+
+    from hwnas.search.budgets import Budgets
+    from hwnas.search.evolution import SearchConfig, search
+
+    out = work / f"hwnas-seed{seed}-k{workers}"
+    shutil.rmtree(out, ignore_errors=True)
+    config = SearchConfig(space=BENCH_SPACE, proxy="zen", batch_size=64, population=population,
+                          iterations=max(iterations, chase), seed=seed, workers=workers,
+                          budgets=Budgets(params=1e6, max_layers=18), initial=OFFICIAL_INITIAL,
+                          checkpoint_every_s=1e9)
+    summary = search(config, out, progress=False)
+    hist = pd.read_parquet(out / "history.parquet")
+    first = hist[hist["iteration"] < iterations]
+    t_first = float(first["time_s"].max())
+    running = hist["score"].fillna(float("-inf")).cummax()
+    row = {"workers": workers, "iterations_per_s": iterations / t_first, "wall_s": t_first,
+           "best_score_at_iterations": float(first["score"].max()),
+           "scored_at_iterations": int(first["accepted"].sum() + first["reject_reason"].fillna("").str.startswith(
+               "proxy").sum()),
+           "final_best_score": summary["score_in_search"], "total_iterations": summary["iterations"],
+           "total_s": summary["elapsed_s"]}
+    if target is not None:
+        hit = hist[running >= target]
+        row["target"] = target
+        row["time_to_target_s"] = float(hit["time_s"].iloc[0]) if len(hit) else None
+        row["iteration_at_target"] = int(hit["iteration"].iloc[0]) if len(hit) else None
+    return row
+
+
+def latency_check_cost(zennas_dir: str | None, n: int, seed: int, official_fp16_candidates: int = 3) -> dict:
+    """Seconds per candidate of hwnas's structure-only check and of the official live timing."""
+    from hwnas.latency.predictor import Predictor
+    from hwnas.models.spaces.base import get_space
+    from hwnas.search.budgets import BudgetChecker, Budgets
+    from hwnas.search.evolution import load_profile
+
+    rng = random.Random(seed)
+    out: dict = {"candidates": n}
+    space = get_space("cifar32")
+    arch, archs = space.initial(), []
+    for _ in range(n):
+        arch = space.mutate(arch, rng, num_blocks=2)
+        archs.append(arch)
+    try:
+        profile = load_profile(None, space)
+        checker = BudgetChecker(space, Budgets(latency_ms=1e9, params=1e6, max_layers=18), Predictor(profile))
+        checker.measure(archs[0])
+        t = time.perf_counter()
+        for a in archs:
+            checker.violation(checker.measure(a))
+        out["hwnas_check_s"] = (time.perf_counter() - t) / n
+        out["hwnas_profile"] = profile.name
+        t = time.perf_counter()
+        for a in archs:
+            checker.predictor.predict_ms(a)
+        out["hwnas_lut_predict_s"] = (time.perf_counter() - t) / n
+    except Exception as err:  # no shipped cifar32 profile yet: say so in the output
+        out["hwnas_error"] = f"{type(err).__name__}: {err}"
+    if zennas_dir:
+        sys.path.insert(0, str(REFERENCE_TOOLS))
+        from official_common import load_official
+
+        load_official(zennas_dir)
+        # The real official timing function; its module imports two modules the timing never uses.
+        import importlib.util
+        import types
+
+        sys.modules.setdefault("train_image_classification", types.ModuleType("train_image_classification"))
+        spec = importlib.util.spec_from_file_location("benchmark_network_latency_real",
+                                                      os.path.join(zennas_dir, "benchmark_network_latency.py"))
+        real = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(real)
+        import evolution_search as es
+        import Masternet
+
+        es.benchmark_network_latency = real
+        args = argparse.Namespace(num_classes=100, batch_size=64, input_image_size=32)
+        texts = [str(a) for a in archs]
+        es.get_latency(Masternet.MasterNet, texts[0], None, args)
+        few = texts[:official_fp16_candidates]
+        t = time.perf_counter()
+        for s in few:
+            es.get_latency(Masternet.MasterNet, s, None, args)
+        out["official_live_timing_fp16_s"] = (time.perf_counter() - t) / len(few)
+        out["official_fp16_candidates"] = len(few)
+        # The same official timing function in FP32 (FP16 convolutions are slow on a CPU).
+        t = time.perf_counter()
+        for s in texts:
+            model = Masternet.MasterNet(num_classes=100, plainnet_struct=s, no_create=False, no_reslink=False)
+            real.get_model_latency(model=model, batch_size=64, resolution=32, in_channels=3, gpu=None,
+                                   repeat_times=1, fp16=False)
+        out["official_live_timing_fp32_s"] = (time.perf_counter() - t) / n
+        out["official_settings"] = ("evolution_search.get_latency(gpu=None) on the CPU: build the model, batch 64, "
+                                    "32x32, 3 warm-up + 1 timed forward; fp16 as the official code, and fp32")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--zennas-dir", default=os.environ.get("ZENNAS_DIR", "/work/zennas-official"))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--iterations", type=int, default=300)
+    ap.add_argument("--population", type=int, default=64)
+    ap.add_argument("--chase", type=int, default=1000, help="hwnas iterations allowed to reach the official best")
+    ap.add_argument("--workers", default="1,2", help="hwnas --workers values to run")
+    ap.add_argument("--latency-candidates", type=int, default=50)
+    ap.add_argument("--skip-official", action="store_true")
+    ap.add_argument("--latency-only", action="store_true", help="only (c), added to an existing search_bench.json")
+    ap.add_argument("--out", default="benchmarks/results/search")
+    a = ap.parse_args()
+
+    import torch
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench_search."))
+    seeds = [] if a.latency_only else [int(s) for s in a.seeds.split(",")]
+    workers = [int(k) for k in a.workers.split(",")]
+    result = {"machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
+                          "torch_threads": torch.get_num_threads()},
+              "settings": {"iterations": a.iterations, "population": a.population, "chase": a.chase,
+                           "params": 1e6, "max_layers": 18, "batch": 64, "resolution": 32, "classes": 100,
+                           "initial": OFFICIAL_INITIAL},
+              "runs": []}
+    if a.latency_only and (out / "search_bench.json").is_file():
+        result = json.loads((out / "search_bench.json").read_text())
+    for seed in seeds:
+        official = None if a.skip_official else run_official(a.zennas_dir, seed, a.iterations, a.population, work)
+        entry = {"seed": seed, "official": official, "hwnas": []}
+        print(f"seed {seed}: official {official and official['iterations_per_s']} it/s, "
+              f"best {official and official['best_score']}", flush=True)
+        for k in workers:
+            row = run_ours(seed, a.iterations, a.chase, a.population, k,
+                           official["best_score"] if official else None, work)
+            entry["hwnas"].append(row)
+            print(f"seed {seed}: hwnas k={k} {row['iterations_per_s']:.3f} it/s, to target "
+                  f"{row.get('time_to_target_s')}", flush=True)
+        result["runs"].append(entry)
+        (out / "search_bench.json").write_text(json.dumps(result, indent=1))
+    result["latency_check"] = latency_check_cost(None if a.skip_official else a.zennas_dir,
+                                                 a.latency_candidates, 0)
+    (out / "search_bench.json").write_text(json.dumps(result, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
+    print_table(result)
+
+
+def print_table(result: dict) -> None:
+    print("| seed | search | it/s (300 it.) | best score at 300 it. | time to official best (s) | official 300-it. wall (s) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for run in result["runs"]:
+        o = run["official"]
+        if o:
+            print(f"| {run['seed']} | official | {o['iterations_per_s']:.2f} | {o['best_score']:.2f} | "
+                  f"{o['wall_s']:.1f} | {o['wall_s']:.1f} |")
+        for r in run["hwnas"]:
+            ttt = r.get("time_to_target_s")
+            print(f"| {run['seed']} | hwnas --workers {r['workers']} | {r['iterations_per_s']:.2f} | "
+                  f"{r['best_score_at_iterations']:.2f} | {'not reached' if ttt is None else f'{ttt:.1f}'} | "
+                  f"{o['wall_s']:.1f} |" if o else "")
+    lc = result.get("latency_check", {})
+    print()
+    print(json.dumps(lc, indent=1))
+    speedups = {}
+    for run in result["runs"]:
+        if run["official"]:
+            for r in run["hwnas"]:
+                speedups.setdefault(r["workers"], []).append(r["iterations_per_s"] / run["official"]["iterations_per_s"])
+    for k, v in speedups.items():
+        print(f"hwnas --workers {k}: median speed-up {statistics.median(v):.2f}x over official ({len(v)} seeds)")
+
+
+# At import time, so that the spawned worker processes of --workers know the space too.
+register_bench_space()
+
+if __name__ == "__main__":
+    main()
