@@ -352,27 +352,26 @@ def _build_engine(onnx_path: Path, engine_path: Path, *, precision: str, batch: 
                   timing_cache: Path, workspace_gib: float = 4.0) -> dict:
     """Parse the ONNX graph, build a serialized engine, write it; return what was built with.
 
-    FP16: TensorRT 10 gets ``BuilderFlag.FP16`` (TF32 off for fp32 builds);
-    TensorRT 11 networks are strongly typed, so the precision is the FP16
-    ONNX graph's own (the exporter writes an FP16 graph for ``fp16``).
+    FP16: TensorRT 10 gets ``BuilderFlag.FP16``; TensorRT 11 networks are
+    strongly typed, so the precision is the FP16 ONNX graph's own (``fp16``
+    deployments export an FP16 graph for both). fp32 builds clear TF32.
     """
     trt = _tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    strongly_typed = not hasattr(trt.BuilderFlag, "FP16")
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
-    network = builder.create_network(flags)
+    # TensorRT 11 removed the weak-typing flags: its networks are always strongly typed.
+    strongly_typed = int(trt.__version__.split(".")[0]) >= 11 or not hasattr(trt.BuilderFlag, "FP16")
+    network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise DeployError(f"TensorRT could not parse the ONNX graph: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-    if not strongly_typed:
-        if precision == "fp16":
-            config.set_flag(trt.BuilderFlag.FP16)
-        elif hasattr(trt.BuilderFlag, "TF32"):
-            config.clear_flag(trt.BuilderFlag.TF32)
+    if precision == "fp16" and not strongly_typed:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32: no TF32 tensor-core rounding
     inp = network.get_input(0)
     shape = tuple(inp.shape)
     opt = (batch, *shape[1:])
@@ -381,16 +380,23 @@ def _build_engine(onnx_path: Path, engine_path: Path, *, precision: str, batch: 
     profile.set_shape(inp.name, low, opt, opt)
     config.add_optimization_profile(profile)
     blob = timing_cache.read_bytes() if timing_cache.is_file() else b""
-    cache = config.create_timing_cache(blob)
-    reused = bool(blob)
-    if cache is None:  # an unreadable cache file: start a fresh one rather than fail the build
-        cache, reused = config.create_timing_cache(b""), False
+    try:
+        cache = config.create_timing_cache(blob)
+    except Exception:  # a damaged cache file: TensorRT raises; start a fresh cache rather than fail the build
+        cache = None
+    reused = bool(blob) and cache is not None
+    if cache is None:
+        cache = config.create_timing_cache(b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
     engine = builder.build_serialized_network(network, config)
     if engine is None:
         raise DeployError("TensorRT failed to build an engine (see its log above)")
     _atomic_write(engine_path, bytes(memoryview(engine)))
-    _atomic_write(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+    try:
+        _atomic_write(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+    except OSError as err:
+        raise DeployError(f"cannot write the TensorRT timing cache {timing_cache}: {err.strerror}; "
+                          "pass a writable --timing-cache") from None
     import torch
 
     return {"version": trt.__version__, "device": torch.cuda.get_device_name(),
@@ -427,8 +433,9 @@ class _Engine:
     def run(self, x) -> np.ndarray:
         torch = self.torch
         inp, out = self._bind(torch.as_tensor(x))
-        stream = torch.cuda.Stream()
-        self.context.execute_async_v3(stream.cuda_stream)
+        stream = torch.cuda.current_stream()  # the stream the buffers were filled on
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise DeployError("TensorRT failed to run the engine")
         stream.synchronize()
         return out.float().cpu().numpy()
 
@@ -436,6 +443,7 @@ class _Engine:
         """Batch times between CUDA events on a dedicated stream."""
         torch = self.torch
         buffers = self._bind(torch.randn(batch, *shape))
+        torch.cuda.synchronize()  # the buffers are filled before the timing stream reads them
         stream = torch.cuda.Stream()
         for _ in range(max(1, warmup)):
             self.context.execute_async_v3(stream.cuda_stream)

@@ -104,7 +104,10 @@ def export_cmd(source, fmt, precision, batch, dynamic_batch, weights, num_classe
 @click.option("--repeats", type=click.IntRange(min=1), default=None, help="Timed samples (default: the backend's).")
 @click.option("--json", "as_json", is_flag=True, help="Print predicted_ms, measured_ms, rel_error, ... as JSON.")
 def check_cmd(directory, profile, tolerance, repeats, as_json) -> None:
-    """Time the artifact in DIR with its own runtime and compare with the profile's prediction.
+    """Measure the artifact in DIR and compare with the profile's prediction.
+
+    The artifact is timed with its own runtime (ONNX Runtime session or
+    TensorRT engine) under the profile's settings (threads, batch).
 
     The artifact's hashes are re-checked first; its runtime, precision,
     batch, space, resolution, classes and the device must match the
