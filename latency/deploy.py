@@ -528,9 +528,14 @@ def export(source: str, out: str | Path, *, fmt: str = "onnx", precision: str = 
            dynamic_batch: bool = False, weights: str | Path | None = None, num_classes: int | None = None,
            resolution: int | None = None, space: str | None = None, use_se: bool | None = None,
            simplify: bool = True, tolerance: float | None = None, opset: int = OPSET,
-           timing_cache: str | Path | None = None, seed: int = 0) -> dict:
-    """Export, verify and write a deployment folder; return its manifest (also written as deploy.json)."""
+           timing_cache: str | Path | None = None, seed: int = 0, log=None) -> dict:
+    """Export, verify and write a deployment folder; return its manifest (also written as deploy.json).
+
+    ``log``, if given, is called with a short message before each step.
+    """
     import torch
+
+    log = log or (lambda message: None)
 
     if fmt not in FORMATS:
         raise DeployError(f"format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -557,8 +562,6 @@ def export(source: str, out: str | Path, *, fmt: str = "onnx", precision: str = 
     rng = torch.Generator().manual_seed(seed)
     sizes = sorted({1, batch}) if dynamic_batch else [batch]
     inputs = [torch.randn(n, *shape, generator=rng) for n in sizes]
-    with torch.no_grad():
-        references = [module(x).numpy() for x in inputs]
     half = precision == "fp16"
     np_dtype = np.float16 if half else np.float32
 
@@ -569,7 +572,12 @@ def export(source: str, out: str | Path, *, fmt: str = "onnx", precision: str = 
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the deployment gets the usual permissions
+    # Progress starts once every input is checked, so bad input stays a one-line error.
+    log(f"{target.space} network, {target.num_classes} classes, resolution {target.resolution}, "
+        f"{'weights ' + weights.name if weights is not None else 'untrained weights'}")
     try:
+        with torch.no_grad():
+            references = [module(x).numpy() for x in inputs]
         onnx_path = tmp / ONNX_FILE
         example = torch.randn(max(2, batch) if dynamic_batch else batch, *shape, generator=rng)
         export_module = module
@@ -577,18 +585,23 @@ def export(source: str, out: str | Path, *, fmt: str = "onnx", precision: str = 
             import copy
 
             export_module, example = copy.deepcopy(module).half(), example.half()
+        log(f"exporting ONNX opset {opset} ({precision}, batch {batch}{' dynamic' if dynamic_batch else ''})")
         exporter = _export_onnx(export_module, example, onnx_path, dynamic_batch=dynamic_batch, opset=opset)
         if simplify:
+            log("simplifying with onnxslim")
             _simplify(onnx_path)
         io_info = _io_info(onnx_path)
+        log(f"verifying with ONNX Runtime at batch {', '.join(map(str, sizes))}")
         outputs = _ort_run(onnx_path, [x.numpy().astype(np_dtype) for x in inputs])
         verification = {"onnx": _verify("the ONNX graph", outputs, references, tolerance,
                                         "onnxruntime CPUExecutionProvider", sizes)}
         trt_info = None
         if fmt == "tensorrt":
             engine_path = tmp / ENGINE_FILE
+            log(f"building the TensorRT engine (timing cache {timing_cache})")
             trt_info = _build_engine(onnx_path, engine_path, precision=precision, batch=batch,
                                      dynamic_batch=dynamic_batch, timing_cache=timing_cache)
+            log("verifying the TensorRT engine")
             engine = _Engine(engine_path)
             verification["tensorrt"] = _verify("the TensorRT engine", [engine.run(x) for x in inputs], references,
                                                tolerance, f"tensorrt {trt_info['version']} on {trt_info['device']}",

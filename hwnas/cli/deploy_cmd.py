@@ -79,7 +79,8 @@ def export_cmd(source, fmt, precision, batch, dynamic_batch, weights, num_classe
 
     manifest = export(source, out, fmt=fmt, precision=precision, batch=batch, dynamic_batch=dynamic_batch,
                       weights=weights, num_classes=num_classes, resolution=resolution, space=space, use_se=use_se,
-                      simplify=simplify, tolerance=tolerance, timing_cache=timing_cache)
+                      simplify=simplify, tolerance=tolerance, timing_cache=timing_cache,
+                      log=lambda message: click.echo(f"deploy: {message}", err=True))
     if as_json:
         echo_json(manifest)
         return
