@@ -278,6 +278,7 @@ class Evolution:
     def state(self) -> dict:
         return {
             "config": self.config.identity(),
+            "profile_hash": None if self.p.profile is None else self.p.profile.hash,
             "iteration": self.iteration,
             "rng": self.rng.getstate(),
             "population": self.population,
@@ -292,6 +293,10 @@ class Evolution:
             changed = sorted(k for k in state["config"] if state["config"][k] != self.config.identity().get(k))
             raise HwnasError(f"--resume: the settings differ from the checkpointed run in {', '.join(changed)}; "
                              f"expected the same settings (only --iterations may change)")
+        profile_hash = None if self.p.profile is None else self.p.profile.hash
+        if state.get("profile_hash") != profile_hash:
+            raise ProfileError(f"--resume: the latency profile differs from the checkpointed run's (hash "
+                               f"{state.get('profile_hash')} there, {profile_hash} now); expected the same profile")
         self.iteration = state["iteration"]
         self.rng.setstate(state["rng"])
         self.population = state["population"]
@@ -556,10 +561,11 @@ def search(config: SearchConfig, out: str | Path, *, resume: bool = False, progr
 def measure_best(out: str | Path, profile: str | None = None) -> dict:
     """Measure the best structure of a finished search end to end with its profile's backend.
 
-    Adds ``measured_ms`` (and its dispersion) next to the prediction in summary.json.
+    Adds ``measured_ms`` and the prediction's error next to ``latency_ms`` in summary.json.
     """
     import json
 
+    from hwnas.latency.predictor import Predictor
     from hwnas.latency.validate import measure_end_to_end
     from hwnas.models.spaces.base import get_space
 
@@ -567,9 +573,14 @@ def measure_best(out: str | Path, profile: str | None = None) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     config = json.loads((out / "config.json").read_text())
     space = get_space(config["space"])
-    prof = load_profile(profile or config.get("profile"), space)
+    info = config.get("profile_info") or {}
+    prof = load_profile(profile or info.get("path") or config.get("profile"), space)
     arch = space.parse(summary["best_structure"])
-    measured = measure_end_to_end(prof, arch)
-    summary["measured"] = measured if isinstance(measured, dict) else {"ms": float(measured)}
+    predicted = float(Predictor(prof).predict_ms(arch))
+    measured = float(measure_end_to_end(prof, arch))
+    summary.update({"predicted_ms": predicted, "measured_ms": measured,
+                    "prediction_error_pct": 100.0 * (predicted / measured - 1.0),
+                    "measured_with": {"profile": prof.name, "backend": prof.backend, "batch": prof.batch,
+                                      "hash": prof.hash}})
     write_json(out / "summary.json", summary)
     return summary

@@ -105,17 +105,10 @@ def search_command(latency_ms, flops, params, max_layers, rho_max, profile, spac
     rows = [{"field": k, "value": summary.get(k)} for k in
             ("best_structure", "score", "latency_ms", "flops", "params", "layers", "rho", "iterations",
              "acceptance_rate", "iterations_per_s", "elapsed_s", "profile_hash")]
-    if "measured" in summary:
-        rows.append({"field": "measured_ms", "value": _measured_ms(summary["measured"])})
+    if "measured_ms" in summary:
+        rows += [{"field": k, "value": summary[k]} for k in ("predicted_ms", "measured_ms", "prediction_error_pct")]
     echo_table(rows, ["field", "value"])
     click.echo(f"results in {out}")
-
-
-def _measured_ms(measured: dict):
-    for key in ("measured_ms", "median_ms", "ms"):
-        if key in measured:
-            return measured[key]
-    return json.dumps(measured)
 
 
 commands = [search_command]
