@@ -100,8 +100,7 @@ def resolve_target(source: str, *, space: str | None = None, num_classes: int | 
     A search run folder (``best.txt`` + ``config.json``) gives the structure,
     the space and the profile; a zoo name gives classes, resolution and SE;
     otherwise the space (default ``imagenet224``, ``nb201`` for a ``|...|``
-    cell) gives the defaults. Explicit
-    arguments override them.
+    cell) gives the defaults. Explicit arguments override them.
     """
     from hwnas.models.spaces.base import get_space
 
@@ -188,6 +187,9 @@ def load_weights(module, path: Path, target: Target) -> str:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged or foreign file
+        if "weights_only" in str(err):  # a pickle with more than tensors (trainer objects, namespaces)
+            raise DeployError(f"weights file {path} holds Python objects besides tensors, which are not loaded "
+                              "for safety; save model.state_dict() alone with torch.save") from None
         reason = " ".join(str(err).split())[:200]
         raise DeployError(f"cannot read weights file {path}: {type(err).__name__}: {reason}") from None
     if isinstance(ckpt, dict):
