@@ -62,25 +62,28 @@ def run_official(zennas_dir: str, seed: int, iterations: int, population: int, w
     return json.loads(out_json.read_text())
 
 
-def run_ours(seed: int, iterations: int, chase: int, population: int, workers: int, target: float | None,
-             work: Path) -> dict:
+def run_ours(seed: int, iterations: int, chase: int, population: int, workers: int, early: int | None,
+             target: float | None, work: Path) -> dict:
     import pandas as pd
 
     from hwnas.search.budgets import Budgets
     from hwnas.search.evolution import SearchConfig, search
 
-    out = work / f"hwnas-seed{seed}-k{workers}"
+    out = work / f"hwnas-seed{seed}-k{workers}-e{early}"
     shutil.rmtree(out, ignore_errors=True)
     config = SearchConfig(space=BENCH_SPACE, proxy="zen", batch_size=64, population=population,
                           iterations=max(iterations, chase), seed=seed, workers=workers,
                           budgets=Budgets(params=1e6, max_layers=18), initial=OFFICIAL_INITIAL,
-                          checkpoint_every_s=1e9)
+                          early_batch=early, early_margin=1.0, checkpoint_every_s=1e9)
     summary = search(config, out, progress=False)
     hist = pd.read_parquet(out / "history.parquet")
     first = hist[hist["iteration"] < iterations]
     t_first = float(first["time_s"].max())
     running = hist["score"].fillna(float("-inf")).cummax()
-    row = {"workers": workers, "iterations_per_s": iterations / t_first, "wall_s": t_first,
+    pop = pd.read_parquet(out / "population.parquet")
+    row = {"workers": workers, "early_batch": early, "iterations_per_s": iterations / t_first, "wall_s": t_first,
+           "final_population": sorted(pop["structure"]),
+           "early_rejected": int(hist["reject_reason"].fillna("").str.startswith("early").sum()),
            "best_score_at_iterations": float(first["score"].max()),
            "scored_at_iterations": int(first["accepted"].sum() + first["reject_reason"].fillna("").str.startswith(
                "proxy").sum()),
@@ -169,7 +172,8 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=300)
     ap.add_argument("--population", type=int, default=64)
     ap.add_argument("--chase", type=int, default=1000, help="hwnas iterations allowed to reach the official best")
-    ap.add_argument("--workers", default="1,2", help="hwnas --workers values to run")
+    ap.add_argument("--variants", default="1,2,1e8,2e8",
+                    help="hwnas runs: K (--workers K) or KeB (--workers K --early-batch B)")
     ap.add_argument("--latency-candidates", type=int, default=50)
     ap.add_argument("--skip-official", action="store_true")
     ap.add_argument("--latency-only", action="store_true", help="only (c), added to an existing search_bench.json")
@@ -182,7 +186,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench_search."))
     seeds = [] if a.latency_only else [int(s) for s in a.seeds.split(",")]
-    workers = [int(k) for k in a.workers.split(",")]
+    variants = [(int(v.split("e")[0]), int(v.split("e")[1]) if "e" in v else None) for v in a.variants.split(",")]
     result = {"machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
                           "torch_threads": torch.get_num_threads()},
               "settings": {"iterations": a.iterations, "population": a.population, "chase": a.chase,
@@ -196,11 +200,14 @@ def main() -> None:
         entry = {"seed": seed, "official": official, "hwnas": []}
         print(f"seed {seed}: official {official and official['iterations_per_s']} it/s, "
               f"best {official and official['best_score']}", flush=True)
-        for k in workers:
-            row = run_ours(seed, a.iterations, a.chase, a.population, k,
+        for k, early in variants:
+            row = run_ours(seed, a.iterations, a.chase, a.population, k, early,
                            official["best_score"] if official else None, work)
+            plain = next((r for r in entry["hwnas"] if r["workers"] == k and r["early_batch"] is None), None)
+            if early is not None and plain is not None:
+                row["same_final_population_as_without_early"] = row["final_population"] == plain["final_population"]
             entry["hwnas"].append(row)
-            print(f"seed {seed}: hwnas k={k} {row['iterations_per_s']:.3f} it/s, to target "
+            print(f"seed {seed}: hwnas k={k} early={early} {row['iterations_per_s']:.3f} it/s, to target "
                   f"{row.get('time_to_target_s')}", flush=True)
         result["runs"].append(entry)
         (out / "search_bench.json").write_text(json.dumps(result, indent=1))
@@ -221,9 +228,11 @@ def print_table(result: dict) -> None:
                   f"{o['wall_s']:.1f} | {o['wall_s']:.1f} |")
         for r in run["hwnas"]:
             ttt = r.get("time_to_target_s")
-            print(f"| {run['seed']} | hwnas --workers {r['workers']} | {r['iterations_per_s']:.2f} | "
+            name = f"hwnas --workers {r['workers']}" + (f" --early-batch {r['early_batch']}" if r["early_batch"] else "")
+            print(f"| {run['seed']} | {name} | {r['iterations_per_s']:.2f} | "
                   f"{r['best_score_at_iterations']:.2f} | {'not reached' if ttt is None else f'{ttt:.1f}'} | "
-                  f"{o['wall_s']:.1f} |" if o else "")
+                  f"{o['wall_s']:.1f} |" if o else f"| {run['seed']} | {name} | {r['iterations_per_s']:.2f} | "
+                  f"{r['best_score_at_iterations']:.2f} | - | - |")
     lc = result.get("latency_check", {})
     print()
     print(json.dumps(lc, indent=1))
@@ -231,9 +240,11 @@ def print_table(result: dict) -> None:
     for run in result["runs"]:
         if run["official"]:
             for r in run["hwnas"]:
-                speedups.setdefault(r["workers"], []).append(r["iterations_per_s"] / run["official"]["iterations_per_s"])
-    for k, v in speedups.items():
-        print(f"hwnas --workers {k}: median speed-up {statistics.median(v):.2f}x over official ({len(v)} seeds)")
+                speedups.setdefault((r["workers"], r["early_batch"]), []).append(
+                    r["iterations_per_s"] / run["official"]["iterations_per_s"])
+    for (k, e), v in speedups.items():
+        print(f"hwnas --workers {k} --early-batch {e}: median speed-up {statistics.median(v):.2f}x over official "
+              f"({len(v)} seeds)")
 
 
 # At import time, so that the spawned worker processes of --workers know the space too.

@@ -66,6 +66,8 @@ class SearchConfig:
     budgets: Budgets = Budgets()
     profile: str | None = None
     initial: str | None = None
+    early_batch: int | None = None  # early rejection: batch of the cheap first estimate (off when None)
+    early_margin: float = 1.0  # ... and the error bound it is trusted to
     checkpoint_every_s: float = 60.0
 
     def identity(self) -> dict:
@@ -89,7 +91,8 @@ class Scorer:
     """Scores structures by their canonical text; the same text always gets the same score."""
 
     def __init__(self, space_name: str, proxy_name: str, proxy_options: dict, batch_size: int,
-                 repeat: int, run_seed: int, threads: int | None = None):
+                 repeat: int, run_seed: int, *, early_batch: int | None = None, early_margin: float = 0.0,
+                 threads: int | None = None):
         import torch
 
         from hwnas.models.spaces.base import get_space
@@ -102,18 +105,39 @@ class Scorer:
         self.batch_size = batch_size
         self.repeat = repeat
         self.run_seed = run_seed
+        self.early_batch = early_batch
+        self.early_margin = early_margin
 
-    def proxy(self, seed: int):
+    @classmethod
+    def for_config(cls, c: SearchConfig, threads: int | None = None) -> "Scorer":
+        return cls(**scorer_args(c, threads))
+
+    def proxy(self, seed: int, batch_size: int | None = None):
         from hwnas.search.proxies import get_proxy
 
-        return get_proxy(self.proxy_name, resolution=self.space.resolution, batch_size=self.batch_size,
+        return get_proxy(self.proxy_name, resolution=self.space.resolution, batch_size=batch_size or self.batch_size,
                          repeat=self.repeat, seed=seed, device="cpu", **self.proxy_options)
 
-    def __call__(self, text: str) -> tuple[float | None, dict, str | None]:
-        """(score, parts, None), or (None, {}, reason) when the proxy cannot score it."""
+    def __call__(self, text: str, threshold: float | None = None) -> tuple[float | None, dict, str | None]:
+        """(score, parts, None), or (None, {}, reason) when the proxy cannot score it.
+
+        With early rejection on and a ``threshold`` (the population's lowest score
+        when the child was made), a cheap estimate at ``early_batch`` comes first;
+        a child whose estimate plus the margin stays below the threshold could not
+        enter the population and is rejected without the full evaluation.
+        """
         arch = self.space.parse(text)
+        seed = candidate_seed(self.run_seed, text)
+        if threshold is not None and self.early_batch:
+            try:
+                estimate = float(self.proxy(seed, self.early_batch).score(self.space, arch).value)
+            except ProxyError:
+                estimate = math.inf  # let the full evaluation decide
+            if estimate + self.early_margin < threshold:
+                return None, {"estimate": estimate}, (f"early: estimate {estimate:.4g} + margin {self.early_margin:g}"
+                                                      f" < population minimum {threshold:.4g}")
         try:
-            result = self.proxy(candidate_seed(self.run_seed, text)).score(self.space, arch)
+            result = self.proxy(seed).score(self.space, arch)
         except ProxyError as err:
             return None, {}, f"proxy: {' '.join(str(err).split())}"
         value = float(result.value)
@@ -127,13 +151,19 @@ class Scorer:
 _WORKER_SCORER: Scorer | None = None
 
 
-def _worker_init(args: tuple) -> None:
+def scorer_args(c: SearchConfig, threads: int | None = None) -> dict:
+    return dict(space_name=c.space, proxy_name=c.proxy, proxy_options=c.proxy_options, batch_size=c.batch_size,
+                repeat=c.repeat, run_seed=c.seed, early_batch=c.early_batch, early_margin=c.early_margin,
+                threads=threads)
+
+
+def _worker_init(kwargs: dict) -> None:
     global _WORKER_SCORER
-    _WORKER_SCORER = Scorer(*args)
+    _WORKER_SCORER = Scorer(**kwargs)
 
 
-def _worker_score(text: str):
-    return _WORKER_SCORER(text)
+def _worker_score(text: str, threshold: float | None):
+    return _WORKER_SCORER(text, threshold)
 
 
 class _Done:
@@ -205,6 +235,12 @@ def prepare(config: SearchConfig, latency_batch: int | None = None) -> Prepared:
     space = get_space(config.space)
     budgets = config.budgets
     budgets.validate()
+    if config.proxy == "incorporated":
+        # Incorporated-NAS constrains effectiveness (rho <= rho0 = 0.5); the search enforces it
+        # from the structure, and the proxy reports against the same bound.
+        rho_max = budgets.rho_max if budgets.rho_max is not None else config.proxy_options.get("rho_max", 0.5)
+        budgets = replace(budgets, rho_max=rho_max)
+        config = replace(config, budgets=budgets, proxy_options={**config.proxy_options, "rho_max": rho_max})
     if budgets.latency_ms is not None and budgets.max_layers is None and config.space != "nb201":
         budgets = replace(budgets, max_layers=default_max_layers(budgets.latency_ms))
         config = replace(config, budgets=budgets)
@@ -233,7 +269,9 @@ def prepare(config: SearchConfig, latency_batch: int | None = None) -> Prepared:
                               f"network has {reason}")
 
     # Fail on unknown proxies or options now, not in a worker after minutes.
-    Scorer(config.space, config.proxy, config.proxy_options, config.batch_size, config.repeat, config.seed).proxy(0)
+    if config.early_batch is not None and config.early_batch < 1:
+        raise HwnasError(f"--early-batch must be >= 1, got {config.early_batch}")
+    Scorer.for_config(config).proxy(0)
     return Prepared(space, profile, checker, initial, config)
 
 
@@ -249,6 +287,7 @@ class _Ticket:
     metrics: Metrics | None
     reason: str | None = None  # set for a child rejected before scoring
     score: float | None = None  # set for a duplicate of an already scored structure
+    threshold: float | None = None  # the population minimum early rejection compares with
     future: Any = None  # set while the child is being scored
 
 
@@ -284,7 +323,7 @@ class Evolution:
             "population": self.population,
             "cache": self.cache,
             "history": self.history,
-            "queue": [(t.iteration, t.text, t.metrics, t.reason, t.score) for t in self.queue],
+            "queue": [(t.iteration, t.text, t.metrics, t.reason, t.score, t.threshold) for t in self.queue],
             "elapsed_s": self.elapsed_s,
         }
 
@@ -305,10 +344,10 @@ class Evolution:
         self.elapsed_s = state["elapsed_s"]
         self._accepted = sum(1 for r in self.history if r["accepted"])
         self.queue = deque()
-        for iteration, text, metrics, reason, score in state["queue"]:
-            ticket = _Ticket(iteration, text, metrics, reason, score)
+        for iteration, text, metrics, reason, score, threshold in state["queue"]:
+            ticket = _Ticket(iteration, text, metrics, reason, score, threshold)
             if reason is None and score is None:
-                ticket.future = self._submit(text)
+                ticket.future = self._submit(text, threshold)
             self.queue.append(ticket)
 
     # ---- scoring back ends
@@ -316,25 +355,24 @@ class Evolution:
     def _open(self) -> None:
         c = self.config
         if c.workers == 1:
-            self._scorer = Scorer(c.space, c.proxy, c.proxy_options, c.batch_size, c.repeat, c.seed)
+            self._scorer = Scorer.for_config(c)
             return
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         threads = max(1, (os.cpu_count() or 1) // c.workers)
-        args = (c.space, c.proxy, c.proxy_options, c.batch_size, c.repeat, c.seed, threads)
         self._pool = ProcessPoolExecutor(max_workers=c.workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_worker_init, initargs=(args,))
+                                         initializer=_worker_init, initargs=(scorer_args(c, threads),))
 
     def _close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def _submit(self, text: str):
+    def _submit(self, text: str, threshold: float | None = None):
         if self._pool is not None:
-            return self._pool.submit(_worker_score, text)
-        return _Done(self._scorer(text))
+            return self._pool.submit(_worker_score, text, threshold)
+        return _Done(self._scorer(text, threshold))
 
     # ---- the loop
 
@@ -401,7 +439,9 @@ class Evolution:
                 if ticket.score is None and text in self.cache:
                     ticket.reason = f"duplicate ({known})"
             else:
-                ticket.future = self._submit(text)
+                if self.config.early_batch and len(self.population) >= self.config.population:
+                    ticket.threshold = min(m["score"] for m in self.population)
+                ticket.future = self._submit(text, ticket.threshold)
         self.queue.append(ticket)
         self.iteration += 1
         while self._apply_front(wait=False):
@@ -488,8 +528,7 @@ class Evolution:
         best = max(self.population, key=lambda m: m["score"])  # first of equal scores, as the official code
         arch = self.space.parse(best["structure"])
         metrics = self.checker.measure(arch)  # recomputed from the structure, not carried
-        score, parts, reason = Scorer(self.config.space, self.config.proxy, self.config.proxy_options,
-                                      self.config.batch_size, self.config.repeat, self.config.seed)(best["structure"])
+        score, parts, reason = Scorer.for_config(self.config)(best["structure"])
         accepted = int(hist["accepted"].sum())
         summary = {
             "best_structure": best["structure"],

@@ -61,9 +61,9 @@ def test_population_meets_every_budget_and_summary_is_recomputed(tmp_path, monke
     calls = []
     original = Scorer.__call__
 
-    def counting(self, text):
+    def counting(self, text, threshold=None):
         calls.append(text)
-        return original(self, text)
+        return original(self, text, threshold)
 
     monkeypatch.setattr(Scorer, "__call__", counting)
     budgets = Budgets(params=3e5, flops=6e7, max_layers=12, rho_max=5.0)
@@ -171,3 +171,20 @@ def test_scores_do_not_depend_on_global_rng():
     torch.manual_seed(12345)
     assert scorer(text) == first
     assert Scorer("cifar32", "zen", {}, 4, 1, 1)(text)[0] != first[0]  # the run seed matters
+
+
+def test_early_rejection_with_a_safe_margin_keeps_the_same_population(tmp_path):
+    # A child whose estimate + margin is below the population minimum would have been
+    # dropped right after its full evaluation; with a margin larger than the estimate's
+    # error the search's trajectory is unchanged, only cheaper.
+    search(_config(iterations=30, population=4), tmp_path / "full", progress=False)
+    search(_config(iterations=30, population=4, early_batch=2, early_margin=5.0), tmp_path / "early", progress=False)
+    full = pd.read_parquet(tmp_path / "full" / "population.parquet")
+    early = pd.read_parquet(tmp_path / "early" / "population.parquet")
+    pd.testing.assert_frame_equal(full, early)
+    hist = pd.read_parquet(tmp_path / "early" / "history.parquet")
+    rejected = hist[hist["reject_reason"].fillna("").str.startswith("early")]
+    assert len(rejected) >= 1
+    scores = pd.read_parquet(tmp_path / "full" / "history.parquet").set_index("iteration")["score"]
+    for row in rejected.itertuples():  # each would have fallen below the population minimum
+        assert scores[row.iteration] < float(row.reject_reason.rsplit(" ", 1)[1])

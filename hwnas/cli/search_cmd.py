@@ -44,7 +44,7 @@ def _initial(value: str | None) -> str | None:
 @click.option("--params", type=_number, help="Budget: parameters, e.g. 1e6.")
 @click.option("--max-layers", type=int, help="Budget: sum of sub-layers L. Default with --latency-ms: ZenNAS's "
               "10/13/16/20/25/30 for 0.1/0.2/0.3/0.5/0.8/1.2 ms.")
-@click.option("--rho-max", type=float, help="Budget: effectiveness rho (Incorporated-NAS uses 0.5).")
+@click.option("--rho-max", type=float, help="Budget: effectiveness rho (default 0.5 with --proxy incorporated).")
 @click.option("--profile", help="Latency profile: a shipped name or a path (default: the shipped default profile).")
 @click.option("--space", default="imagenet224", show_default=True, help="Search space (hwnas models spaces).")
 @click.option("--population", type=int, default=512, show_default=True, help="Population size N.")
@@ -59,6 +59,10 @@ def _initial(value: str | None) -> str | None:
 @click.option("--proxy-option", "proxy_option", multiple=True, metavar="KEY=VALUE",
               help="Any other proxy option (repeatable).")
 @click.option("--initial", help="Initial structure (text, or @FILE); default: the space's.")
+@click.option("--early-batch", type=int, help="Early rejection: score a cheap estimate at this batch first "
+              "(off by default; see docs/search.md).")
+@click.option("--early-margin", type=float, default=1.0, show_default=True,
+              help="Early rejection: error bound of the estimate.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Processes scoring candidates (asynchronous steady state; reproducible for a given seed and K).")
@@ -71,7 +75,7 @@ def _initial(value: str | None) -> str | None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def search_command(latency_ms, flops, params, max_layers, rho_max, profile, space, population, iterations, proxy,
-                   batch_size, repeat, wz, wd, transform, beta, proxy_option, initial, seed, workers,
+                   batch_size, repeat, wz, wd, transform, beta, proxy_option, initial, early_batch, early_margin, seed, workers,
                    latency_batch, out, resume, checkpoint_every, measure, no_progress, as_json):
     """Evolutionary zero-shot search (Zen-NAS Alg. 2) under latency/FLOPs/params/depth budgets.
 
@@ -95,15 +99,17 @@ def search_command(latency_ms, flops, params, max_layers, rho_max, profile, spac
         batch_size=batch_size, repeat=repeat, population=population, iterations=iterations, seed=seed,
         workers=workers, budgets=Budgets(latency_ms=latency_ms, flops=flops, params=params,
                                          max_layers=max_layers, rho_max=rho_max),
-        profile=profile, initial=_initial(initial), checkpoint_every_s=checkpoint_every)
+        profile=profile, initial=_initial(initial), early_batch=early_batch, early_margin=early_margin,
+        checkpoint_every_s=checkpoint_every)
     summary = search(config, out, resume=resume, progress=not no_progress, latency_batch=latency_batch)
     if measure:
         summary = measure_best(out, profile)
     if as_json:
         echo_json(summary)
         return
+    click.echo(f"best: {summary['best_structure']}")
     rows = [{"field": k, "value": summary.get(k)} for k in
-            ("best_structure", "score", "latency_ms", "flops", "params", "layers", "rho", "iterations",
+            ("score", "latency_ms", "flops", "params", "layers", "rho", "iterations",
              "acceptance_rate", "iterations_per_s", "elapsed_s", "profile_hash")]
     if "measured_ms" in summary:
         rows += [{"field": k, "value": summary[k]} for k in ("predicted_ms", "measured_ms", "prediction_error_pct")]
