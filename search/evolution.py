@@ -47,6 +47,8 @@ from hwnas.search.checkpoint import (
 )
 
 EARLY_GROWTH = 10  # official: while the population holds <= 10 members, mutate the initial structure
+HISTORY_COLUMNS = ["iteration", "structure", "score", "latency_ms", "flops", "params", "layers", "rho", "accepted",
+                   "reject_reason", "time_s"]
 RESULT_FILES = ("best.txt", "population.parquet", "history.parquet", "config.json", "summary.json")
 
 
@@ -256,17 +258,24 @@ def prepare(config: SearchConfig, latency_batch: int | None = None) -> Prepared:
         predictor = Predictor(profile)
     checker = BudgetChecker(space, budgets, predictor)
 
-    initial = space.parse(config.initial) if config.initial else space.initial()
-    config = replace(config, initial=space.format(initial))
-
     smallest = smallest_network(space)
+    # rho is not monotone in size (the narrowest network has the largest), so it is left out here.
+    size_only = BudgetChecker(space, replace(budgets, rho_max=None), predictor)
     if smallest is not None:
-        # rho is not monotone in size (the narrowest network has the largest), so it is left out here.
-        size_only = BudgetChecker(space, replace(budgets, rho_max=None), predictor)
         reason = size_only.violation(size_only.measure(smallest))
         if reason is not None:
             raise BudgetError(f"no network of space {space.name!r} meets the budgets: even its smallest "
                               f"network has {reason}")
+
+    if config.initial:
+        initial = space.parse(config.initial)
+    else:
+        initial = space.initial()
+        # The space's starting network is sized for ZenNAS's budgets; under a tighter budget
+        # the search grows from its narrowest form instead (as space.sample does).
+        if smallest is not None and size_only.violation(size_only.measure(initial)) is not None:
+            initial = smallest
+    config = replace(config, initial=space.format(initial))
 
     # Fail on unknown proxies or options now, not in a worker after minutes.
     if config.early_batch is not None and config.early_batch < 1:
@@ -517,13 +526,13 @@ class Evolution:
     def _finish(self) -> dict:
         import pandas as pd
 
+        hist = pd.DataFrame(self.history, columns=HISTORY_COLUMNS)
+        write_parquet(self.out / "history.parquet", hist)
         if not self.population:
             raise BudgetError(f"no candidate met the budgets in {self.iteration} iterations "
                               f"(see {self.out / 'history.parquet'}); loosen a budget or raise --iterations")
         pop = pd.DataFrame(self.population).sort_values("score", ascending=False, kind="stable")
-        hist = pd.DataFrame(self.history, columns=list(self.history[0].keys()))
         write_parquet(self.out / "population.parquet", pop)
-        write_parquet(self.out / "history.parquet", hist)
 
         best = max(self.population, key=lambda m: m["score"])  # first of equal scores, as the official code
         arch = self.space.parse(best["structure"])

@@ -188,3 +188,28 @@ def test_early_rejection_with_a_safe_margin_keeps_the_same_population(tmp_path):
     scores = pd.read_parquet(tmp_path / "full" / "history.parquet").set_index("iteration")["score"]
     for row in rejected.itertuples():  # each would have fallen below the population minimum
         assert scores[row.iteration] < float(row.reject_reason.rsplit(" ", 1)[1])
+
+
+def test_latency_budget_holds_for_every_member_on_the_shipped_profile(tmp_path):
+    from hwnas.errors import ProfileError
+    from hwnas.latency.predictor import Predictor
+    from hwnas.latency.profile import Profile, default_profile_name
+
+    try:
+        profile = Profile.load(default_profile_name("imagenet224"))
+    except ProfileError as err:
+        pytest.skip(f"no shipped imagenet224 profile in this checkout: {err}")
+    budget = 3.0
+    cfg = SearchConfig(space="imagenet224", proxy="zen", batch_size=2, population=4, iterations=10, seed=0,
+                       budgets=Budgets(latency_ms=budget))
+    summary = search(cfg, tmp_path / "lat", progress=False)
+    space, predictor = get_space("imagenet224"), Predictor(profile)
+    pop = pd.read_parquet(tmp_path / "lat" / "population.parquet")
+    for text in pop["structure"]:
+        arch = space.parse(text)
+        assert predictor.predict_ms(arch) <= budget
+        assert sum(b.sub_layers for b in arch.blocks) <= default_max_layers(budget)
+    assert summary["latency_ms"] == pytest.approx(predictor.predict_ms(space.parse(summary["best_structure"])))
+    config = json.loads((tmp_path / "lat" / "config.json").read_text())
+    assert config["profile_info"]["hash"] == profile.hash == summary["profile_hash"]
+    assert config["budgets"]["max_layers"] == default_max_layers(budget)
