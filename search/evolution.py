@@ -168,6 +168,51 @@ def _worker_score(text: str, threshold: float | None):
     return _WORKER_SCORER(text, threshold)
 
 
+_RAY_SCORERS: dict[str, Scorer] = {}
+
+
+def _ray_score(kwargs: dict, text: str, threshold: float | None):
+    """A Ray task: score on whichever node runs it (one Scorer per worker process and setting)."""
+    key = repr(sorted(kwargs.items()))
+    if key not in _RAY_SCORERS:
+        _RAY_SCORERS[key] = Scorer(**kwargs)
+    return _RAY_SCORERS[key](text, threshold)
+
+
+class _RayPool:
+    """Candidate scoring as Ray tasks on an existing cluster; results come back as futures."""
+
+    def __init__(self, address: str, kwargs: dict):
+        try:
+            import ray
+        except ImportError:
+            raise HwnasError("--ray needs Ray: pip install 'hwnas[ray]'") from None
+        self.ray = ray
+        if not ray.is_initialized():
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                         logging_level="ERROR", configure_logging=False)
+            except (ConnectionError, ValueError, RuntimeError) as err:
+                raise HwnasError(f"--ray {address}: cannot connect to a Ray cluster ({err}); expected the "
+                                 f"address of a running cluster (ray start --head)") from None
+        self.task = ray.remote(num_cpus=1)(_ray_score)
+        self.kwargs = ray.put(kwargs)
+
+    def submit(self, fn, text: str, threshold: float | None):
+        return _RayFuture(self.ray, self.task.remote(self.kwargs, text, threshold))
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass  # the cluster belongs to the user; tasks still running finish there
+
+
+class _RayFuture:
+    def __init__(self, ray, ref):
+        self.ray, self.ref = ray, ref
+
+    def result(self):
+        return self.ray.get(self.ref)
+
+
 class _Done:
     """A result computed in this process, shaped like a future."""
 
@@ -301,13 +346,14 @@ class _Ticket:
 
 
 class Evolution:
-    def __init__(self, prepared: Prepared, out: Path, progress: bool = True):
+    def __init__(self, prepared: Prepared, out: Path, progress: bool = True, ray_address: str | None = None):
         self.p = prepared
         self.config = prepared.config
         self.space = prepared.space
         self.checker = prepared.checker
         self.out = Path(out)
         self.progress = progress
+        self.ray_address = ray_address
         self.rng = random.Random(self.config.seed)
         self.iteration = 0
         self.population: list[dict] = []
@@ -363,6 +409,9 @@ class Evolution:
 
     def _open(self) -> None:
         c = self.config
+        if self.ray_address:
+            self._pool = _RayPool(self.ray_address, scorer_args(c, threads=1))
+            return
         if c.workers == 1:
             self._scorer = Scorer.for_config(c)
             return
@@ -591,11 +640,13 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def search(config: SearchConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
-           latency_batch: int | None = None) -> dict:
+           latency_batch: int | None = None, ray_address: str | None = None) -> dict:
     """Run (or resume) a search into ``out`` and return its summary.
 
     Every input is checked before any work; an ``out`` that already holds a
     search is refused unless ``resume`` is set, so nothing written is lost.
+    With ``ray_address`` the candidates are scored as tasks on that Ray cluster,
+    ``config.workers`` at a time; the result equals a local run with the same workers.
     """
     out = Path(out)
     if not resume and out.exists() and any((out / name).exists() for name in (CHECKPOINT, *RESULT_FILES)):
@@ -603,7 +654,7 @@ def search(config: SearchConfig, out: str | Path, *, resume: bool = False, progr
     if resume and not (out / CHECKPOINT).is_file():
         raise HwnasError(f"--resume: {out} holds no checkpoint ({CHECKPOINT}); expected the --out of a started search")
     prepared = prepare(config, latency_batch=latency_batch)
-    return Evolution(prepared, out, progress=progress).run(resume=resume)
+    return Evolution(prepared, out, progress=progress, ray_address=ray_address).run(resume=resume)
 
 
 def measure_best(out: str | Path, profile: str | None = None) -> dict:

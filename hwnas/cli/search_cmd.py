@@ -66,6 +66,9 @@ def _initial(value: str | None) -> str | None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Processes scoring candidates (asynchronous steady state; reproducible for a given seed and K).")
+@click.option("--ray", "ray_address", metavar="ADDRESS",
+              help="Score candidates as tasks on this running Ray cluster ('auto', or host:port), --workers at a "
+              "time (needs the [ray] extra).")
 @click.option("--latency-batch", type=int, help="Refuse a profile measured at another batch.")
 @click.option("--out", default="runs/search", show_default=True, type=click.Path(file_okay=False),
               help="Output folder.")
@@ -76,7 +79,7 @@ def _initial(value: str | None) -> str | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def search_command(latency_ms, flops, params, max_layers, rho_max, profile, space, population, iterations, proxy,
                    batch_size, repeat, wz, wd, transform, beta, proxy_option, initial, early_batch, early_margin, seed, workers,
-                   latency_batch, out, resume, checkpoint_every, measure, no_progress, as_json):
+                   ray_address, latency_batch, out, resume, checkpoint_every, measure, no_progress, as_json):
     """Evolutionary zero-shot search (Zen-NAS Alg. 2) under latency/FLOPs/params/depth budgets.
 
     Every budget is checked from the structure alone (analytic counts and the
@@ -101,7 +104,8 @@ def search_command(latency_ms, flops, params, max_layers, rho_max, profile, spac
                                          max_layers=max_layers, rho_max=rho_max),
         profile=profile, initial=_initial(initial), early_batch=early_batch, early_margin=early_margin,
         checkpoint_every_s=checkpoint_every)
-    summary = search(config, out, resume=resume, progress=not no_progress, latency_batch=latency_batch)
+    summary = search(config, out, resume=resume, progress=not no_progress, latency_batch=latency_batch,
+                     ray_address=ray_address)
     if measure:
         summary = measure_best(out, profile)
     if as_json:
