@@ -121,4 +121,76 @@ def search_command(latency_ms, flops, params, max_layers, rho_max, profile, spac
     click.echo(f"results in {out}")
 
 
-commands = [search_command]
+@click.command("tune")
+@click.option("--trials", type=int, default=20, show_default=True, help="Optuna trials (each a full search).")
+@click.option("--iterations", type=int, default=200, show_default=True, help="Search iterations per trial.")
+@click.option("--proxies", default="zen,naswot,synflow", show_default=True, help="Proxies a trial may choose.")
+@click.option("--min-population", type=int, default=8, show_default=True)
+@click.option("--max-population", type=int, default=128, show_default=True)
+@click.option("--batch-sizes", default="8,16,32,64", show_default=True, help="Proxy batch sizes a trial may choose.")
+@click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16"]), default="cifar10",
+              show_default=True, help="Whose NAS-Bench-201 accuracy is the objective.")
+@click.option("--params", type=float, help="Params budget of every trial's search.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--storage", help="Optuna storage URL (e.g. sqlite:///tune.db); resumes a study of the same name.")
+@click.option("--study-name", default="hwnas-tune", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), help="Keep every trial's search and trials.parquet here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def tune_command(trials, iterations, proxies, min_population, max_population, batch_sizes, dataset, params, seed,
+                 storage, study_name, out, as_json):
+    """Tune the search's hyperparameters with Optuna on NAS-Bench-201's real accuracies.
+
+    Each trial runs a whole search on the nb201 space with a proxy, population
+    size and proxy batch size proposed by Optuna's TPE sampler; its value is the
+    trained accuracy of the cell the search returns.
+
+    \b
+    Example:
+      hwnas tune --trials 20 --iterations 200 --storage sqlite:///tune.db --out runs/tune
+    """
+    from hwnas.search.tune import tune
+
+    try:
+        sizes = tuple(int(b) for b in batch_sizes.split(","))
+    except ValueError:
+        raise HwnasError(f"--batch-sizes {batch_sizes!r}: expected integers separated by commas") from None
+    result = tune(trials=trials, iterations=iterations, proxies=tuple(p.strip() for p in proxies.split(",")),
+                  population=(min_population, max_population), batch_sizes=sizes, dataset=dataset, params=params,
+                  seed=seed, storage=storage, study_name=study_name, out=out)
+    if as_json:
+        echo_json(result)
+        return
+    echo_table([{"field": k, "value": v if not isinstance(v, dict) else json.dumps(v)} for k, v in result.items()],
+               ["field", "value"])
+
+
+@click.command("curves")
+@click.option("--space", default="imagenet224", show_default=True,
+              help="imagenet224/cifar32: the ZenNet zoo's published top-1; nb201: every cell's trained accuracy.")
+@click.option("--profile", help="Latency profile (default: the space's shipped default).")
+@click.option("--x", "x_axis", type=click.Choice(["latency", "flops", "params"]), default="latency",
+              show_default=True)
+@click.option("--dataset", default="cifar10", show_default=True, help="NAS-Bench-201 accuracy column.")
+@click.option("--runs", multiple=True, type=click.Path(file_okay=False), help="Search --out folders to mark.")
+@click.option("--out", default="curves.png", show_default=True, type=click.Path(dir_okay=False),
+              help="PNG to write (the points go to the .csv beside it).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was drawn as JSON.")
+def curves_command(space, profile, x_axis, dataset, runs, out, as_json):
+    """Draw accuracy against predicted latency (or FLOPs/params) with its Pareto front, as a PNG.
+
+    \b
+    Example:
+      hwnas curves --space imagenet224 --runs runs/demo --out curves.png
+      hwnas curves --space nb201 --x flops --dataset cifar100 --out nb201.png
+    """
+    from hwnas.search.curves import curves
+
+    result = curves(space, out, profile=profile, dataset=dataset, x=x_axis, runs=list(runs))
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"wrote {result['png']} ({result['points']} points, {result['pareto_points']} on the Pareto front) "
+               f"and {result['csv']}")
+
+
+commands = [search_command, tune_command, curves_command]
