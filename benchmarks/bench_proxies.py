@@ -12,10 +12,15 @@ score call, through ../shared/tools/zennas-reference/official_zen.py).
 CIFAR nets batch 64 at 32x32, ImageNet nets batch 16 at 224x224), with
 ``--official-csv`` the official values (official_zen.py --out) beside them.
 
+``--robust N``: every proxy on every zoo network and on N random cifar32
+structures (random walks of the space's mutation within 2M params); prints
+how many scores were rejected (ProxyError) and why.
+
 Run it alone (it measures time): flock /tmp/hwnas-cpu.lock python benchmarks/bench_proxies.py
 
     python benchmarks/bench_proxies.py --repeats 10 --official /work/zennas-official --out runs/bench_proxies.json
     python benchmarks/bench_proxies.py --zoo --models cifar10_model_size1M,flops400M --official-csv official.csv
+    python benchmarks/bench_proxies.py --robust 1000 --batch 4
 """
 
 from __future__ import annotations
@@ -108,6 +113,34 @@ def zoo_values(names, seeds, official_csv=None):
     return rows
 
 
+def robustness(n, batch, seed=0):
+    """Every proxy on every zoo network and on ``n`` random cifar32 structures: count failures."""
+    import random
+
+    from hwnas.errors import ProxyError
+
+    rng = random.Random(seed)
+    cifar = get_space("cifar32")
+    cases = [(m.name, _space_for(m), m.structure) for m in zoo.models().values()]
+    cases += [(f"random{i}", cifar, cifar.sample(rng, max_params=2e6)) for i in range(n)]
+    failures, total = {}, 0
+    for name, space, arch in cases:
+        for p in proxy_names():
+            total += 1
+            try:
+                get_proxy(p, batch_size=batch, seed=0).score(space, arch)
+            except ProxyError as err:
+                failures.setdefault(p, []).append(f"{name}: {err}")
+        if name.startswith("zennet"):
+            print(f"{name}: done", flush=True)
+    print(f"{len(cases)} networks x {len(proxy_names())} proxies = {total} scores at batch {batch}; "
+          f"rejected: {sum(map(len, failures.values()))}", flush=True)
+    for p, errs in failures.items():
+        print(f"  {p}: {len(errs)} rejected, e.g. {errs[0]}", flush=True)
+    return [{"networks": len(cases), "scores": total, "batch": batch,
+             "rejected": {p: len(e) for p, e in failures.items()}, "examples": {p: e[:3] for p, e in failures.items()}}]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=10, help="timed evaluations per proxy and model")
@@ -117,13 +150,17 @@ def main():
     ap.add_argument("--models", help="comma-separated zoo names for --zoo (default: all)")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--official-csv", help="official_zen.py --out CSV to compare with (--zoo)")
+    ap.add_argument("--robust", type=int, metavar="N", help="every proxy on the zoo and N random structures")
+    ap.add_argument("--batch", type=int, default=4, help="mini-batch for --robust")
     ap.add_argument("--out", help="write the rows as JSON here")
     a = ap.parse_args()
 
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or
            platform.machine(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
     print("# " + " ".join(f"{k}={v}" for k, v in env.items()), flush=True)
-    if a.zoo:
+    if a.robust is not None:
+        rows = robustness(a.robust, a.batch)
+    elif a.zoo:
         names = a.models.split(",") if a.models else list(zoo.models())
         rows = zoo_values(names, [int(s) for s in a.seeds.split(",")], a.official_csv)
     else:
