@@ -46,7 +46,9 @@ from hwnas.search.checkpoint import (
     CHECKPOINT, load_checkpoint, save_checkpoint, write_json, write_parquet, write_text,
 )
 
-EARLY_GROWTH = 10  # official: while the population holds <= 10 members, mutate the initial structure
+# Official: while the population holds <= 10 members, mutate the initial structure (here at most N - 1
+# members, so that a population of 10 or fewer still evolves).
+EARLY_GROWTH = 10
 HISTORY_COLUMNS = ["iteration", "structure", "score", "latency_ms", "flops", "params", "layers", "rho", "accepted",
                    "reject_reason", "time_s"]
 RESULT_FILES = ("best.txt", "population.parquet", "history.parquet", "config.json", "summary.json")
@@ -288,7 +290,9 @@ def prepare(config: SearchConfig, latency_batch: int | None = None) -> Prepared:
         rho_max = budgets.rho_max if budgets.rho_max is not None else config.proxy_options.get("rho_max", 0.5)
         budgets = replace(budgets, rho_max=rho_max)
         config = replace(config, budgets=budgets, proxy_options={**config.proxy_options, "rho_max": rho_max})
-    if budgets.latency_ms is not None and budgets.max_layers is None and config.space != "nb201":
+    from hwnas.models.structure import Structure
+
+    if budgets.latency_ms is not None and budgets.max_layers is None and isinstance(space.initial(), Structure):
         budgets = replace(budgets, max_layers=default_max_layers(budgets.latency_ms))
         config = replace(config, budgets=budgets)
 
@@ -436,7 +440,7 @@ class Evolution:
 
     def _propose(self) -> tuple[str, Any]:
         """A child: a mutant of the initial structure while the population is small, else of a random parent."""
-        if len(self.population) <= EARLY_GROWTH:
+        if len(self.population) <= min(EARLY_GROWTH, self.config.population - 1):
             parent, replaces = self.p.initial, 1
         else:
             parent = self.space.parse(self.population[self.rng.randint(0, len(self.population) - 1)]["structure"])
