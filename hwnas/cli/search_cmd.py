@@ -10,10 +10,6 @@ from hwnas.cli.output import echo_json, echo_table
 from hwnas.errors import HwnasError
 
 
-def _number(text: str) -> float:
-    return float(text)
-
-
 def _proxy_options(items: tuple[str, ...], **named) -> dict:
     options = {k: v for k, v in named.items() if v is not None}
     for item in items:
@@ -40,8 +36,8 @@ def _initial(value: str | None) -> str | None:
 
 @click.command("search")
 @click.option("--latency-ms", type=float, help="Budget: predicted per-image latency in ms (from the profile, at its batch).")
-@click.option("--flops", type=_number, help="Budget: FLOPs (multiply-accumulates, table rule), e.g. 4e8.")
-@click.option("--params", type=_number, help="Budget: parameters, e.g. 1e6.")
+@click.option("--flops", type=float, help="Budget: FLOPs (multiply-accumulates, table rule), e.g. 4e8.")
+@click.option("--params", type=float, help="Budget: parameters, e.g. 1e6.")
 @click.option("--max-layers", type=int, help="Budget: sum of sub-layers L. Default with --latency-ms: ZenNAS's "
               "10/13/16/20/25/30 for 0.1/0.2/0.3/0.5/0.8/1.2 ms.")
 @click.option("--rho-max", type=float, help="Budget: effectiveness rho (default 0.5 with --proxy incorporated).")
