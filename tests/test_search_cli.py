@@ -75,6 +75,10 @@ def test_profile_of_another_space_is_refused(tmp_path, capsys):
     code, _, err = _run(search_main, ["--space", "imagenet224", "--latency-ms", "5", "--latency-batch",
                                       str(prof.batch + 7), "--out", str(out), "--no-progress"], capsys)
     _one_line_error(code, err, "batch")
+    code, _, err = _run(search_main, ["--space", "imagenet224", "--latency-ms", "0.001", "--out", str(out),
+                                      "--no-progress"], capsys)
+    _one_line_error(code, err, "smallest", "latency")
+    assert not out.exists()
 
 
 def test_search_json_output_and_refusal_to_overwrite(tmp_path, capsys):
