@@ -10,10 +10,11 @@ For every seed it reports
   (a) iterations/s of both searches over those 300 iterations;
   (b) the wall time hwnas needs to reach the best score the official run
       reached in its 300 iterations (hwnas keeps going up to --chase iterations);
-  (c) the cost of the latency check of one candidate: hwnas's check from the
-      structure (counts + LUT prediction) against the official live timing
-      (``evolution_search.get_latency``: build the model, 3 warm-up + 1 timed
-      forward at batch 64, FP16, here on the CPU).
+  (c) the cost of the latency check of one candidate in the ImageNet space:
+      hwnas's check from the structure (counts + LUT prediction on the shipped
+      CPU profile) against the official live timing (the official
+      ``get_model_latency``: build the model, 3 warm-up + 1 timed forward) at
+      the profile's setting.
 
 The official code is imported from ZENNAS_DIR at run time (never copied), via
 /work/shared/tools/zennas-reference. Run under the team's CPU lock:
@@ -97,71 +98,69 @@ def run_ours(seed: int, iterations: int, chase: int, population: int, workers: i
     return row
 
 
-def latency_check_cost(zennas_dir: str | None, n: int, seed: int, official_fp16_candidates: int = 3) -> dict:
-    """Seconds per candidate of hwnas's structure-only check and of the official live timing."""
+def latency_check_cost(zennas_dir: str | None, n: int, seed: int) -> dict:
+    """Seconds per candidate of the latency check: hwnas's table lookup against the official live timing.
+
+    Candidates: a random walk of two-block mutations in the ImageNet space. hwnas:
+    the whole budget check (counts, rho, predicted latency) and the latency
+    prediction alone, on the shipped default ImageNet profile (ONNX Runtime CPU,
+    batch 1). Official: ``benchmark_network_latency.get_model_latency`` as
+    ``evolution_search.get_latency`` calls it (build the model, 3 warm-up + 1
+    timed forward), here at the profile's setting (batch 1, fp32, 224x224, CPU).
+    """
     from hwnas.latency.predictor import Predictor
     from hwnas.models.spaces.base import get_space
     from hwnas.search.budgets import BudgetChecker, Budgets
     from hwnas.search.evolution import load_profile
 
     rng = random.Random(seed)
-    out: dict = {"candidates": n}
-    space = get_space("cifar32")
+    space = get_space("imagenet224")
     arch, archs = space.initial(), []
-    for _ in range(n):
+    while len(archs) < n:
         arch = space.mutate(arch, rng, num_blocks=2)
-        archs.append(arch)
-    try:
-        profile = load_profile(None, space)
-        checker = BudgetChecker(space, Budgets(latency_ms=1e9, params=1e6, max_layers=18), Predictor(profile))
-        checker.measure(archs[0])
-        t = time.perf_counter()
-        for a in archs:
-            checker.violation(checker.measure(a))
-        out["hwnas_check_s"] = (time.perf_counter() - t) / n
-        out["hwnas_profile"] = profile.name
-        t = time.perf_counter()
-        for a in archs:
-            checker.predictor.predict_ms(a)
-        out["hwnas_lut_predict_s"] = (time.perf_counter() - t) / n
-    except Exception as err:  # no shipped cifar32 profile yet: say so in the output
-        out["hwnas_error"] = f"{type(err).__name__}: {err}"
+        if str(arch) not in {str(a) for a in archs}:
+            archs.append(arch)
+    profile = load_profile(None, space)
+    out: dict = {"candidates": n, "space": "imagenet224", "hwnas_profile": profile.name}
+    checker = BudgetChecker(space, Budgets(latency_ms=1e9, max_layers=30), Predictor(profile))
+    t = time.perf_counter()
+    for a in archs:
+        checker.violation(checker.measure(a))
+    out["hwnas_check_s"] = (time.perf_counter() - t) / n
+    predictor = Predictor(profile)  # a fresh one: no cached predictions
+    t = time.perf_counter()
+    for a in archs:
+        predictor.predict_ms(a)
+    out["hwnas_lut_predict_s"] = (time.perf_counter() - t) / n
     if zennas_dir:
         sys.path.insert(0, str(REFERENCE_TOOLS))
         from official_common import load_official
 
         load_official(zennas_dir)
-        # The real official timing function; its module imports two modules the timing never uses.
+        # The real official timing module; it imports two modules the timing never uses.
         import importlib.util
         import types
+
+        import torch
 
         sys.modules.setdefault("train_image_classification", types.ModuleType("train_image_classification"))
         spec = importlib.util.spec_from_file_location("benchmark_network_latency_real",
                                                       os.path.join(zennas_dir, "benchmark_network_latency.py"))
         real = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(real)
-        import evolution_search as es
         import Masternet
 
-        es.benchmark_network_latency = real
-        args = argparse.Namespace(num_classes=100, batch_size=64, input_image_size=32)
-        texts = [str(a) for a in archs]
-        es.get_latency(Masternet.MasterNet, texts[0], None, args)
-        few = texts[:official_fp16_candidates]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the profile's setting
         t = time.perf_counter()
-        for s in few:
-            es.get_latency(Masternet.MasterNet, s, None, args)
-        out["official_live_timing_fp16_s"] = (time.perf_counter() - t) / len(few)
-        out["official_fp16_candidates"] = len(few)
-        # The same official timing function in FP32 (FP16 convolutions are slow on a CPU).
-        t = time.perf_counter()
-        for s in texts:
-            model = Masternet.MasterNet(num_classes=100, plainnet_struct=s, no_create=False, no_reslink=False)
-            real.get_model_latency(model=model, batch_size=64, resolution=32, in_channels=3, gpu=None,
+        for a in archs:
+            model = Masternet.MasterNet(num_classes=1000, plainnet_struct=str(a), no_create=False, no_reslink=False)
+            real.get_model_latency(model=model, batch_size=1, resolution=224, in_channels=3, gpu=None,
                                    repeat_times=1, fp16=False)
-        out["official_live_timing_fp32_s"] = (time.perf_counter() - t) / n
-        out["official_settings"] = ("evolution_search.get_latency(gpu=None) on the CPU: build the model, batch 64, "
-                                    "32x32, 3 warm-up + 1 timed forward; fp16 as the official code, and fp32")
+        out["official_live_timing_s"] = (time.perf_counter() - t) / n
+        torch.set_num_threads(threads)
+        out["official_settings"] = ("get_model_latency as evolution_search.get_latency calls it (build, 3 warm-up + "
+                                    "1 timed forward), at batch 1, fp32, 224x224, 1 thread, CPU")
     return out
 
 
@@ -174,7 +173,7 @@ def main() -> None:
     ap.add_argument("--chase", type=int, default=1000, help="hwnas iterations allowed to reach the official best")
     ap.add_argument("--variants", default="1,2,1e8,2e8",
                     help="hwnas runs: K (--workers K) or KeB (--workers K --early-batch B)")
-    ap.add_argument("--latency-candidates", type=int, default=50)
+    ap.add_argument("--latency-candidates", type=int, default=30)
     ap.add_argument("--skip-official", action="store_true")
     ap.add_argument("--latency-only", action="store_true", help="only (c), added to an existing search_bench.json")
     ap.add_argument("--out", default="benchmarks/results/search")
