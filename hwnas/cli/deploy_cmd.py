@@ -26,8 +26,8 @@ def deploy_group() -> None:
 
     \b
     Example:
-      hwnas deploy runs/cpu-search --format onnx --batch 1 --out deploy/cpu
-      hwnas deploy check deploy/cpu --profile ort-cpu1-b1-cifar32
+      hwnas deploy runs/demo-real --format onnx --batch 1 --out runs/deploy-cpu
+      hwnas deploy check runs/deploy-cpu --profile ort-cpu1-b1-imagenet224
     """
 
 
@@ -72,8 +72,8 @@ def export_cmd(source, fmt, precision, batch, dynamic_batch, weights, num_classe
 
     \b
     Example:
-      hwnas deploy zennet_cifar10_model_size05M_res32 --format onnx --batch 1 --dynamic-batch --out deploy/z05
-      hwnas deploy runs/search --format tensorrt --precision fp16 --batch 64 --out deploy/trt
+      hwnas deploy zennet_cifar10_model_size05M_res32 --format onnx --batch 1 --dynamic-batch --out runs/deploy-z05
+      hwnas deploy runs/gpu-search --format tensorrt --precision fp16 --batch 64 --out runs/deploy-trt
     """
     from hwnas.latency.deploy import export
 
@@ -119,8 +119,8 @@ def check_cmd(directory, profile, tolerance, repeats, as_json) -> None:
 
     \b
     Example:
-      hwnas deploy check deploy/cpu --profile ort-cpu1-b1-cifar32
-      hwnas deploy check deploy/cpu --profile ort-cpu1-b1-cifar32 --tolerance 0.15 --json
+      hwnas deploy check runs/deploy-cpu
+      hwnas deploy check runs/deploy-cpu --profile ort-cpu1-b1-imagenet224 --tolerance 0.15 --json
     """
     from hwnas.latency.deploy import check
 
