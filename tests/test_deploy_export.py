@@ -288,3 +288,13 @@ def test_tensorrt_engine_is_built_verified_and_reuses_the_timing_cache(precision
     second = deploy.export(TINY, tmp_path / "b", fmt="tensorrt", precision=precision, space="cifar32", batch=8,
                            timing_cache=cache)
     assert second["tensorrt"]["timing_cache_reused"] is True
+
+
+def test_help_has_examples_and_both_spellings_route(capsys):
+    for args in (["deploy", "--help"], ["deploy", "export", "--help"], ["deploy", "check", "--help"]):
+        code, out, _ = _run(args, capsys)
+        assert code == 0 and "Example:" in out
+    # `hwnas deploy SOURCE` is `hwnas deploy export SOURCE`: same one-line error for the same bad input.
+    short = _run(["deploy", "nope(", "--out", "x"], capsys)[2]
+    long = _run(["deploy", "export", "nope(", "--out", "x"], capsys)[2]
+    assert short == long and "invalid structure" in short
