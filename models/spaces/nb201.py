@@ -251,8 +251,13 @@ class NB201Space:
 
     def sample(self, rng: random.Random, max_params: float | None = None,
                max_flops: float | None = None) -> Cell:
-        """A uniformly random cell among those within the budgets."""
-        fitting = [cell for cell in all_cells() if self._fits(cell, max_params, max_flops)]
+        """A uniformly random cell among those within the budgets (rejection, then enumeration)."""
+        cells = all_cells()
+        for _ in range(200):
+            cell = rng.choice(cells)
+            if self._fits(cell, max_params, max_flops):
+                return cell
+        fitting = [cell for cell in cells if self._fits(cell, max_params, max_flops)]
         if not fitting:
             raise BudgetError(f"no NAS-Bench-201 cell fits params <= {max_params} and FLOPs <= {max_flops}")
         return rng.choice(fitting)
