@@ -26,8 +26,8 @@ def list_cmd(as_json: bool) -> None:
     Params are every trainable parameter of the built network; FLOPs are
     multiply-accumulates under the rule of the published table (convs, conv
     biases, BN, classifier, SE). SE is counted as the published row was
-    (column se_counted). A '*' after a published figure marks a row whose
-    published figure is itself off (see table_note in --json).
+    (column se_counted). The note column marks the three rows whose
+    published figure is itself off (the reason is table_note in --json).
 
     \b
     Example:
@@ -42,20 +42,22 @@ def list_cmd(as_json: bool) -> None:
         return
     table = []
     for r in rows:
-        mark = "*" if r["table_note"] else ""
+        note = r["table_note"]
         table.append({
             "name": r["name"].removeprefix("zennet_"),
             "res": r["resolution"],
             "se_counted": "yes" if r["counted_with_se"] else "no",
             "params_M": f"{r['params_M']:.4f}",
-            "pub_params_M": f"{r['published_params_M']:g}" + (mark if "params" in r["table_note"] else ""),
+            "pub_params_M": f"{r['published_params_M']:g}",
             "d_params_%": f"{r['params_delta_pct']:+.2f}",
             "flops_M": f"{r['flops_M']:.2f}",
-            "pub_flops_M": f"{r['published_flops_M']:g}" + (mark if "flops" in r["table_note"] else ""),
+            "pub_flops_M": f"{r['published_flops_M']:g}",
             "d_flops_%": f"{r['flops_delta_pct']:+.2f}",
             "layers": r["layers"],
-            "top1": r["top1"],
-            "v100_ms": "" if r["latency_ms_v100_fp16_b64"] is None else r["latency_ms_v100_fp16_b64"],
+            "top1": f"{r['top1']:.1f}",
+            "v100_ms": "" if r["latency_ms_v100_fp16_b64"] is None else f"{r['latency_ms_v100_fp16_b64']:g}",
+            "note": "" if not note else ("published params off" if note.startswith("params") else
+                                         "published FLOPs off"),
         })
     echo_table(table, list(table[0]))
 
