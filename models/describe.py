@@ -105,6 +105,8 @@ def describe(target: str, space: str | None = None, resolution: int | None = Non
     if num_classes is not None:
         changes["num_classes"] = num_classes
     if changes:
+        if not dataclasses.is_dataclass(sp):
+            raise HwnasError(f"space {sp.name} does not support another resolution or class count")
         sp = dataclasses.replace(sp, **changes)
     use_se = bool(use_se)
 
