@@ -125,3 +125,15 @@ def test_matches_official_code_seed_by_seed():
                                     repeat=1, fp16=False)["avg_nas_score"]
         ours = get_proxy("zen", batch_size=8, seed=seed).score(space, arch).value
         assert ours == pytest.approx(ref, rel=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_zen_on_cuda_is_deterministic_and_close_to_cpu_statistics():
+    space = _space(resolution=32)
+    arch = space.parse(SMALL)
+    a = get_proxy("zen", batch_size=16, seed=0, device="cuda").score(space, arch).value
+    b = get_proxy("zen", batch_size=16, seed=0, device="cuda").score(space, arch).value
+    cpu = get_proxy("zen", batch_size=16, seed=0, repeat=5).score(space, arch).value
+    assert a == b
+    assert a == pytest.approx(cpu, rel=0.05)  # other random numbers, same distribution
