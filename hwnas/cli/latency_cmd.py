@@ -1,3 +1,228 @@
-"""CLI commands of this area; filled in by its issue."""
+"""``profile-device``, ``hwnas latency predict|validate`` and ``hwnas profiles list``."""
 
-commands: list = []
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from hwnas.cli.output import echo_json, echo_table
+
+
+def _load_arch(space, value: str):
+    """An architecture of ``space`` from text, a file holding it, or (structure spaces) a zoo model name."""
+    text = value
+    path = Path(value)
+    if "(" not in value and "|" not in value and path.is_file():
+        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+        text = lines[0] if lines else ""
+    elif "(" not in value and "|" not in value and space.name in ("imagenet224", "cifar32"):
+        from hwnas.models import zoo
+
+        return zoo.get(value).structure
+    return space.parse(text)
+
+
+def _default_name(backend: str, device: str, gpu: str | None, precision: str, batch: int, threads: int,
+                  space: str) -> str:
+    short = {"onnxruntime": "ort", "tensorrt": "trt", "torch": "torch"}[backend]
+    if device == "cpu":
+        return f"{short}-cpu{threads}-b{batch}-{space}"
+    slug = "".join(ch for ch in (gpu or "gpu").lower() if ch.isalnum())
+    return f"{short}-{slug}-{precision}-b{batch}-{space}"
+
+
+@click.command("profile-device")
+@click.option("--cpu", "use_cpu", is_flag=True, help="Profile the CPU (the default when --gpu is not given).")
+@click.option("--gpu", default=None, metavar="NAME",
+              help="Profile this NVIDIA GPU (e.g. v100); exits 2 naming the GPUs found if it is not present.")
+@click.option("--backend", type=click.Choice(["onnxruntime", "torch", "tensorrt"]), default="onnxruntime",
+              show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
+              help="fp32 on CPU, fp16 on GPU by default.")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Batch size (1 on CPU, 64 on GPU by default).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="CPU intra-op threads.")
+@click.option("--space", default="imagenet224", show_default=True, help="Space whose parts are profiled.")
+@click.option("--grid", type=click.Choice(["coarse", "full"]), default="coarse", show_default=True)
+@click.option("--networks", type=click.IntRange(min=0), default=40, show_default=True,
+              help="Whole networks measured for the calibration.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration networks.")
+@click.option("--cuda-graphs", is_flag=True, help="torch backend on CUDA: replay CUDA graphs.")
+@click.option("--max-minutes", type=float, default=None,
+              help="Stop after this many minutes; the same command later resumes where it stopped.")
+@click.option("--out", default=None, help="Profile folder [profiles/<backend>-<device>-b<batch>-<space>].")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the profile summary as JSON.")
+def profile_device_cmd(use_cpu, gpu, backend, precision, batch, threads, space, grid, networks, seed, cuda_graphs,
+                       max_minutes, out, no_progress, as_json) -> None:
+    """Measure a per-part latency table of a space on this machine's CPU or GPU.
+
+    Every part the space can produce on the width grid is timed in isolation
+    (warm-up, median over repeats, p10/p90, re-measured when noisy), then
+    --networks random whole networks are timed end to end and the predictor's
+    calibration is fitted on them. Times are batch times; predictions are per
+    image (batch time / batch). Interrupted runs resume: rerun the same command.
+
+    \b
+    Example:
+      profile-device --cpu --backend onnxruntime --threads 1 --batch 1 --space imagenet224
+      profile-device --gpu v100 --backend tensorrt --precision fp16 --batch 64 --space imagenet224
+    """
+    from hwnas.errors import HwnasError
+    from hwnas.latency.device import require_gpu
+    from hwnas.latency.profiler import profile_device
+
+    if use_cpu and gpu:
+        raise HwnasError("give --cpu or --gpu NAME, not both")
+    if gpu:
+        require_gpu(gpu)  # a profile is never produced for a device that is not present
+    device = "cuda" if gpu else "cpu"
+    if backend == "tensorrt" and device == "cpu":
+        raise HwnasError("the tensorrt backend needs --gpu NAME")
+    precision = precision or ("fp16" if device == "cuda" else "fp32")
+    batch = batch or (64 if device == "cuda" else 1)
+    settings = {"device": device, "precision": precision, "batch": batch}
+    if device == "cpu":
+        settings["threads"] = threads
+    if backend == "torch":
+        settings["cuda_graphs"] = cuda_graphs
+    name = _default_name(backend, device, gpu, precision, batch, threads, space)
+    out = Path(out or Path("profiles") / name)
+    profile = profile_device(space, backend, settings, out, grid=grid, networks=networks, seed=seed,
+                             max_minutes=max_minutes, gpu=gpu, progress=not no_progress, name=out.name)
+    if profile is None:
+        click.echo(f"stopped after {max_minutes} minutes; rerun the same command to continue (journal: "
+                   f"{out / 'journal.jsonl'})", err=True)
+        sys.exit(3)
+    cal = profile.calibration
+    summary = {"profile": str(out), "parts": len(profile.table), "device": profile.metadata["device"]["name"],
+               "profiling_seconds": profile.metadata["profiling_seconds"], "calibration": cal.get("form"),
+               "loo_within_10pct": cal.get("forms", {}).get(cal.get("form"), {}).get("loo_within_10pct"),
+               "loo_mape": cal.get("forms", {}).get(cal.get("form"), {}).get("loo_mape"), "hash": profile.hash}
+    if as_json:
+        echo_json(summary)
+    else:
+        echo_table([summary], list(summary))
+
+
+@click.group("latency")
+def latency_group() -> None:
+    """Predict and validate latency with a measured profile.
+
+    \b
+    Example:
+      hwnas latency predict zennet_imagenet1k_latency05ms_res224
+      hwnas latency validate --samples 50 --seed 1 --plot val.png
+    """
+
+
+def _profile(name):
+    from hwnas.latency.profile import Profile
+
+    return Profile.load(name)
+
+
+PROFILE_HELP = "Profile name (see `hwnas profiles list`) or folder [the shipped default]."
+
+
+@latency_group.command("predict")
+@click.argument("structure")
+@click.option("--profile", "profile_name", default=None, help=PROFILE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (key latency_ms).")
+def predict_cmd(structure, profile_name, as_json) -> None:
+    """Predicted per-image latency of one architecture of the profile's space.
+
+    STRUCTURE is a structure string, a file holding one, a zoo model name
+    (structure spaces) or an NB201 cell string (nb201 profiles).
+
+    \b
+    Example:
+      hwnas latency predict "SuperConvK3BNRELU(3,32,2,1)SuperResK3K3(32,64,2,32,1)SuperConvK1BNRELU(64,512,1,1)"
+      hwnas latency predict zennet_imagenet1k_latency05ms_res224 --profile ort-cpu1-b1-imagenet224 --json
+    """
+    from hwnas.latency.predictor import Predictor
+    from hwnas.models.spaces.base import get_space
+
+    profile = _profile(profile_name)
+    arch = _load_arch(get_space(profile.space), structure)
+    predictor = Predictor(profile)
+    s, b, n = predictor.features(arch)
+    out = {"latency_ms": predictor.predict_ms(arch), "unit": "ms per image (batch time / batch)",
+           "batch_ms": predictor.predict_batch_ms(arch), "raw_sum_batch_ms": s, "parts": n,
+           "profile": profile.name, "backend": profile.backend, "device": profile.metadata["device"]["name"],
+           "batch": profile.batch, "precision": profile.precision}
+    if as_json:
+        echo_json(out)
+    else:
+        click.echo(f"{out['latency_ms']:.4f} ms per image ({profile.name}: {profile.backend}, "
+                   f"{profile.precision}, batch {profile.batch}, {out['device']})")
+
+
+@latency_group.command("validate")
+@click.option("--profile", "profile_name", default=None, help=PROFILE_HELP)
+@click.option("--samples", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--plot", default=None, help="Write a predicted-vs-measured scatter plot (PNG) here.")
+@click.option("--published", is_flag=True,
+              help="Compare with the published ZenNet latencies (V100 FP16 batch-64 profiles only).")
+@click.option("--no-progress", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (within_10pct, within_5pct, mape, spearman, n, ...).")
+def validate_cmd(profile_name, samples, seed, plot, published, no_progress, as_json) -> None:
+    """Measure fresh random networks end to end and compare them with the predictions.
+
+    The networks are sampled over the space's size range with a seed stream
+    distinct from the calibration's and measured with the profile's own
+    backend and settings, on this machine (which must be the profiled device).
+
+    \b
+    Example:
+      hwnas latency validate --profile ort-cpu1-b1-imagenet224 --samples 50 --seed 1 --plot val.png
+      hwnas latency validate --profile profiles/trt-v100-fp16-b64-imagenet224 --published
+    """
+    from hwnas.latency import validate as v
+
+    profile = _profile(profile_name)
+    result = v.published(profile, plot) if published else v.validate(profile, samples, seed, plot,
+                                                                      progress=not no_progress)
+    if as_json:
+        echo_json(result)
+        return
+    keys = ["profile", "n", "mape", "within_5pct", "within_10pct", "spearman", "kendall", "max_abs_error_pct"]
+    echo_table([{k: result.get(k) for k in keys}], keys)
+
+
+@click.group("profiles")
+def profiles_group() -> None:
+    """Shipped latency profiles.
+
+    \b
+    Example:
+      hwnas profiles list
+    """
+
+
+@profiles_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def profiles_list_cmd(as_json) -> None:
+    """Profiles shipped with hwnas (the default is marked).
+
+    \b
+    Example:
+      hwnas profiles list --json
+    """
+    from hwnas.latency.profile import list_profiles
+
+    rows = list_profiles()
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("no shipped profiles")
+        return
+    echo_table([{**r, "default": "*" if r["default"] else ""} for r in rows],
+               ["name", "default", "space", "backend", "device", "precision", "batch", "threads", "parts",
+                "calibration", "date"])
+
+
+commands = [profile_device_cmd, latency_group, profiles_group]

@@ -78,7 +78,8 @@ CIFAR_INITIAL = (
     "SuperResK3K3(32,64,2,32,1)SuperResK3K3(64,64,2,32,1)SuperConvK1BNRELU(64,128,1,1)"
 )
 
-# Width grids of grid_parts.
+# Width grids of grid_parts, and the largest part (MACs per image) a grid holds.
+GRID_MAX_MACS = 400e6
 GRID_WIDTHS = {
     "coarse": (16, 32, 64, 128, 256, 512, 1024, 2048),
     "full": (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048),
@@ -220,31 +221,76 @@ class ZenNASSpace:
         return nn.Sequential(*(UnitModule(u) for u in units)), shape
 
     def grid_parts(self, grid: str = "coarse") -> Iterator[Part]:
-        """Parts on a width grid: every block type at every feature size of the space.
+        """Parts on a width grid, at the positions (input size, stride) where the space can produce them.
 
-        First sub-layers at stride 1 (cin = cout) and 2 (cin = cout/2), later
-        sub-layers (cin = cout), inner widths cout/4, cout/2, cout; the stem
-        (3 input channels), and the head.
+        Strides never change under mutation, so the initial network fixes every
+        position: the stem; each residual block's first sub-layer at its input
+        size and stride (and, for the blocks a split creates, at stride 1 on the
+        output size); later sub-layers at the output size; the final 1×1 conv
+        (any in × out width) and the head on the last size. Widths come from the
+        grid, inner widths are cout/4, cout/2, cout, a stride-2 first sub-layer
+        reads cout/2 channels. Parts over ``GRID_MAX_MACS`` (per image, more than
+        a whole network of the latency range would spend in one sub-layer) are
+        left out. The coarse grid holds the block group of the initial network
+        (XXBL or IDW), the full grid both.
         """
+
         try:
             widths = GRID_WIDTHS[grid]
         except KeyError:
             raise HwnasError(f"unknown grid {grid!r}; expected one of: {', '.join(GRID_WIDTHS)}") from None
-        sizes = self.feature_sizes()
-        residual_ops = [Block(kind, k, 8, 8, 1, 1, 8, e).name for kind, k, e in XXBL_TYPES + IDW_TYPES]
+        initial = self.initial()
+        residual = [b for b in initial.blocks if b.is_residual]
+        groups = {GROUPS[b.kind] for b in residual} if grid == "coarse" else {XXBL_TYPES, IDW_TYPES}
+        types = [t for g in groups for t in g]
+        ops = [Block(kind, k, 8, 8, 1, 1, 8, e).name for kind, k, e in types]
+        h = self.resolution
+        first_slots, later_sizes, convs = set(), set(), []
+        for b in initial.blocks:
+            h_out = out_size(h, b.stride)
+            if b.is_residual:
+                first_slots.update({(h, b.stride), (h_out, 1)})
+                later_sizes.add(h_out)
+            else:
+                convs.append((b, h))
+            h = h_out
+        last = h
+
+        def small(part: Part) -> bool:
+            block = _part_block(part)
+            skip = 0 if part.first else _units_per_sub_layer(block.kind)
+            size, macs = part.resolution, 0
+            for u in list(block_units(block))[skip:]:
+                for c in u.convs:
+                    size = out_size(size, c.stride)
+                    macs += c.weights * size * size
+                size = out_size(part.resolution, part.stride)
+            return macs <= GRID_MAX_MACS
+
+        for b, size in convs:
+            if b.in_channels == 3:  # the stem
+                for w in widths:
+                    yield Part(b.name, 3, w, size, b.stride, 0, True)
+            else:  # a 1×1 (or k×k) conv on the trunk: any in × out width
+                for cin in widths:
+                    for w in widths:
+                        part = Part(b.name, cin, w, size, b.stride, 0, True)
+                        if small(part):
+                            yield part
         for w in widths:
-            for s in (1, 2):
-                yield Part("SuperConvK3BNRELU", 3, w, self.resolution, s, 0, True)
-            for r in sizes:
-                yield Part("SuperConvK1BNRELU", w, w, r, 1, 0, True)
-                yield Part("head", w, self.num_classes, r)
-                mids = sorted({round_width(w / 4), round_width(w / 2), w})
-                for op in residual_ops:
-                    for mid in mids:
-                        yield Part(op, w, w, r, 1, mid, False)
-                        yield Part(op, w, w, r, 1, mid, True)
-                        if r > sizes[-1] and w // 2 >= MIN_WIDTH:
-                            yield Part(op, w // 2, w, r, 2, mid, True)
+            yield Part("head", w, self.num_classes, last)
+            mids = sorted({round_width(w / 4), round_width(w / 2), w})
+            for op in ops:
+                for mid in mids:
+                    for size, stride in sorted(first_slots):
+                        cin = w // 2 if stride == 2 else w
+                        part = Part(op, cin, w, size, stride, mid, True)
+                        if cin >= MIN_WIDTH and small(part):
+                            yield part
+                    for size in sorted(later_sizes):
+                        part = Part(op, w, w, size, 1, mid, False)
+                        if small(part):
+                            yield part
 
     def feature_sizes(self) -> list[int]:
         """Input sizes a block can see: the resolution halved down to 1/32 of it."""

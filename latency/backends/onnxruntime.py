@@ -1,0 +1,116 @@
+"""ONNX Runtime backend: CPU execution provider (the phone-class target) or CUDA provider.
+
+Settings: ``device`` (``cpu`` or ``cuda``), ``threads`` (intra-op threads,
+default 1: on 2-core shared machines one thread is the stable choice),
+``batch`` (default 1), ``precision`` (``fp32``; ``fp16`` only on CUDA, where
+the exported graph is converted to half). Graph optimizations are on
+(ORT_ENABLE_ALL), execution is sequential, one inter-op thread.
+
+Timing: warm-up runs, then ``repeats`` samples; each sample is the mean of
+enough back-to-back runs to last at least ``min_sample_ms`` (so that tiny parts
+are not dominated by timer resolution). Each run passes a numpy input and
+returns a numpy output, so every timing includes the hand-off of the input and
+output activations; the predictor's calibration accounts for that. With one
+intra-op thread, samples during which the process did not hold the CPU are
+discarded (see ``measure_onnx``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hwnas.errors import BackendUnavailable, HwnasError
+from hwnas.latency.backends import Measurement, export_onnx, register_backend, summarize
+
+
+PREEMPTION_RATIO = 0.9
+
+
+@register_backend("onnxruntime")
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, device: str = "cpu", threads: int = 1, batch: int = 1, precision: str = "fp32",
+                 warmup: int = 10, repeats: int = 25, min_sample_ms: float = 2.0, **_ignored):
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise BackendUnavailable(f"onnxruntime is not installed ({err}); pip install onnxruntime") from None
+        if device not in ("cpu", "cuda"):
+            raise HwnasError(f"onnxruntime device must be 'cpu' or 'cuda', got {device!r}")
+        if precision not in ("fp32", "fp16"):
+            raise HwnasError(f"precision must be fp32 or fp16, got {precision!r}")
+        if device == "cpu" and precision != "fp32":
+            raise BackendUnavailable("onnxruntime on CPU is profiled in fp32 only (its CPU kernels for fp16 convs are "
+                                     "not the fast path); use --precision fp32")
+        self._provider = "CPUExecutionProvider" if device == "cpu" else "CUDAExecutionProvider"
+        if self._provider not in ort.get_available_providers():
+            raise BackendUnavailable(f"onnxruntime has no {self._provider} here (available: "
+                                     f"{', '.join(ort.get_available_providers())})")
+        if int(threads) < 1 or int(batch) < 1:
+            raise HwnasError("threads and batch must be positive integers")
+        self._ort = ort
+        self.settings = {"device": device, "threads": int(threads), "batch": int(batch), "precision": precision}
+        self.warmup, self.repeats, self.min_sample_ms = int(warmup), int(repeats), float(min_sample_ms)
+
+    def versions(self) -> dict:
+        return {"onnxruntime": self._ort.__version__}
+
+    def _session(self, path):
+        opts = self._ort.SessionOptions()
+        opts.intra_op_num_threads = self.settings["threads"]
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        return self._ort.InferenceSession(str(path), sess_options=opts, providers=[self._provider])
+
+    def measure_module(self, module, input_shape, *, batch=None, warmup=None, repeats=None) -> Measurement:
+        batch = int(batch or self.settings["batch"])
+        with tempfile.TemporaryDirectory(prefix="hwnas-ort-") as tmp:
+            path = Path(tmp) / "part.onnx"
+            half = self.settings["precision"] == "fp16"
+            export_onnx(module, tuple(input_shape), batch, path, half=half)
+            return self.measure_onnx(path, batch=batch, warmup=warmup, repeats=repeats)
+
+    def measure_onnx(self, path, *, batch=None, warmup=None, repeats=None) -> Measurement:
+        if not Path(path).is_file():
+            raise HwnasError(f"no ONNX file at {path}")
+        session = self._session(path)
+        inp = session.get_inputs()[0]
+        shape = [d if isinstance(d, int) and d > 0 else None for d in inp.shape]
+        if shape[0] is None:
+            shape[0] = int(batch or self.settings["batch"])
+        if any(d is None for d in shape[1:]):
+            raise HwnasError(f"{path}: input {inp.name!r} has a symbolic non-batch dimension {inp.shape}")
+        dtype = np.float16 if "float16" in inp.type else np.float32
+        feed = {inp.name: np.random.default_rng(0).standard_normal(shape).astype(dtype)}
+        run = session.run
+        warmup = self.warmup if warmup is None else int(warmup)
+        repeats = self.repeats if repeats is None else int(repeats)
+        # Warm-up, and size each sample so it lasts at least min_sample_ms.
+        t0 = time.perf_counter()
+        for _ in range(max(1, warmup)):
+            run(None, feed)
+        one = (time.perf_counter() - t0) * 1e3 / max(1, warmup)
+        inner = max(1, int(np.ceil(self.min_sample_ms / max(one, 1e-6))))
+        # On a shared machine another process may take the core in the middle of a
+        # sample. With one intra-op thread ORT computes on this thread, so a sample
+        # whose process CPU time falls short of its wall time was preempted: it is
+        # dropped and another one taken (up to 4x the repeats).
+        check = self.settings["device"] == "cpu" and self.settings["threads"] == 1
+        valid, every = [], []
+        while len(valid) < max(1, repeats) and len(every) < 4 * max(1, repeats):
+            t, c = time.perf_counter(), time.process_time()
+            for _ in range(inner):
+                run(None, feed)
+            wall, cpu = time.perf_counter() - t, time.process_time() - c
+            every.append(wall * 1e3 / inner)
+            if not check or cpu >= PREEMPTION_RATIO * wall:
+                valid.append(wall * 1e3 / inner)
+        samples = valid if len(valid) >= max(3, repeats // 3) else every
+        return summarize(samples)

@@ -1,0 +1,326 @@
+"""Latency prediction from a profile: calibrated sum of the parts of an architecture.
+
+Three steps, each with one place in this file:
+
+1. **Part cost** (:class:`PartTable`). Parts are grouped by everything but their
+   widths (op, first, stride, SE, extra, input resolution). Within a group a
+   small cost model ``t = a + b·MACs + c·activation_elements`` (non-negative
+   coefficients, fitted for relative error) carries the shape of the cost
+   between widths, and the ratio ``measured / model`` on the grid points is
+   interpolated linearly in log-width space (nearest grid point outside their
+   hull). The result equals the table on every grid point and follows the
+   MAC/byte scaling between them (widths rarely sit on the grid: mutations
+   scale them by 1.25-2.5 and round to 8).
+2. **Raw sum** of the part costs, plus two network features the calibration may
+   use: ``boundary_mb``, the activation megabytes handed into the parts (each
+   separately timed part pays for receiving and returning its activations, a
+   whole network does not), and the number of parts.
+3. **Calibration** (:func:`fit_calibration`): a model fitted on whole networks
+   measured end to end while profiling, in the form the data supports (chosen
+   by leave-one-out error among affine, affine + boundary bytes, affine +
+   boundary bytes + part count, and log-log), stored in the profile.
+
+Latency is reported per image: batch time / batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+from scipy.optimize import nnls
+
+from hwnas.errors import ProfileError
+from hwnas.latency.profile import Profile
+from hwnas.models.spaces.base import Part, get_space
+
+PREDICTOR_VERSION = 1
+CALIBRATION_FORMS = ("affine", "boundary", "boundary_count", "loglog")
+
+
+# --- 1. part cost -------------------------------------------------------------------------------
+
+def _block_features(part: Part):
+    """(MACs, input elements, output elements) of a Zen-NAS block part, or None if ``op`` is no block name."""
+    from hwnas.errors import StructureError
+    from hwnas.models.structure import parse
+    from hwnas.models.units import block_units, out_size
+
+    sub = 1 if part.first else 2
+    args = (f"{part.cin},{part.cout},{part.stride},{sub}" if part.op.startswith("SuperConv")
+            else f"{part.cin},{part.cout},{part.stride},{part.mid or part.cout},{sub}")
+    try:
+        block = parse(f"{part.op}({args})").blocks[0]
+    except StructureError:
+        return None
+    per_sub = {"conv": 1, "basic": 1, "bottleneck": 2, "inverted": 2}[block.kind]
+    units = list(block_units(block, use_se=part.se and block.is_residual))
+    units = units if part.first else units[per_sub:]
+    h, macs, act = part.resolution, 0, 0
+    for u in units:
+        size = h
+        for c in u.convs:
+            size = out_size(size, c.stride)
+            macs += c.weights * size * size
+            act += c.cout * size * size
+        if u.shortcut == "proj":
+            macs += u.cin * u.cout * size * size
+        h = size
+    return float(macs), float(part.cin * part.resolution ** 2), float(act)
+
+
+def part_features(part: Part) -> tuple[float, float, float]:
+    """(MACs, input elements, activation elements written) of one part at batch 1.
+
+    Exact for Zen-NAS blocks; for other ops (heads, NB201 cells' ops) a
+    width-scaling proxy, which only shapes interpolation between grid widths.
+    """
+    if part.op != "head":
+        feats = _block_features(part)
+        if feats is not None:
+            return feats
+    r_in = part.resolution
+    r_out = max(1, (r_in - 1) // max(1, part.stride) + 1)
+    inp = float(part.cin * r_in * r_in)
+    if part.op == "head":
+        return inp + part.cin * part.cout, inp, float(part.cout)
+    macs = float(max(part.cin, 1) * max(part.cout, 1) * r_out * r_out + max(part.mid, 0) * r_out * r_out)
+    return macs, inp, float(max(part.cout, 1) * r_out * r_out)
+
+
+def _group_key(part: Part):
+    return (part.op, bool(part.first), int(part.stride), bool(part.se), str(part.extra), int(part.resolution))
+
+
+def _log_widths(parts: Sequence[Part]) -> np.ndarray:
+    return np.log2(np.array([[max(p.cin, 1), max(p.cout, 1), max(p.mid, 1)] for p in parts], dtype=float))
+
+
+class _Group:
+    """Cost model and ratio interpolator of one table group."""
+
+    def __init__(self, parts: list[Part], ms: np.ndarray):
+        feats = np.array([part_features(p) for p in parts])
+        design = np.column_stack([np.ones(len(parts)), feats[:, 0] / 1e6, (feats[:, 1] + feats[:, 2]) / 1e6])
+        if len(parts) < 3:
+            design = design[:, :2]  # too few points for three coefficients
+        w = 1.0 / ms
+        coef, _ = nnls(design * w[:, None], ms * w)
+        if not np.any(coef > 0):
+            coef = np.zeros(design.shape[1])
+            coef[0] = float(np.median(ms))
+        self.coef = coef
+        model = design @ coef
+        ratio = ms / np.maximum(model, 1e-12)
+        x = _log_widths(parts)
+        # Keep one column of every set of columns that move together (cin = cout, cin = cout/2 ...).
+        keep = []
+        for j in range(x.shape[1]):
+            if np.ptp(x[:, j]) < 1e-9:
+                continue
+            if any(np.ptp(x[:, j] - x[:, k]) < 1e-9 for k in keep):
+                continue
+            keep.append(j)
+        self.keep = keep
+        self.x, self.ratio = x[:, keep], ratio
+        self._linear = self._nearest = None
+        if len(keep) >= 2:
+            from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
+            from scipy.spatial import QhullError
+
+            self._nearest = NearestNDInterpolator(self.x, ratio)
+            try:
+                self._linear = LinearNDInterpolator(self.x, ratio)
+            except (QhullError, ValueError):
+                self._linear = None
+        elif len(keep) == 1:
+            order = np.argsort(self.x[:, 0])
+            self.x1, self.r1 = self.x[order, 0], ratio[order]
+
+    def model_ms(self, part: Part) -> float:
+        f = part_features(part)
+        row = np.array([1.0, f[0] / 1e6, (f[1] + f[2]) / 1e6])[: len(self.coef)]
+        return float(row @ self.coef)
+
+    def ratio_at(self, part: Part) -> float:
+        if not self.keep:
+            return float(np.median(self.ratio))
+        q = _log_widths([part])[:, self.keep]
+        if len(self.keep) == 1:
+            return float(np.interp(q[0, 0], self.x1, self.r1))
+        if self._linear is not None:
+            v = float(self._linear(q)[0])
+            if math.isfinite(v):
+                return v
+        return float(self._nearest(q)[0])
+
+    def ms(self, part: Part) -> float:
+        return self.model_ms(part) * self.ratio_at(part)
+
+
+class PartTable:
+    """Batch-time cost of any part of a profile's space, from the profile's table."""
+
+    def __init__(self, table):
+        self._exact: dict[Part, float] = {}
+        groups: dict[tuple, list] = {}
+        for row in table.itertuples(index=False):
+            part = Part(op=row.op, cin=int(row.cin), cout=int(row.cout), resolution=int(row.resolution),
+                        stride=int(row.stride), mid=int(row.mid), first=bool(row.first), se=bool(row.se),
+                        extra=str(row.extra))
+            ms = float(row.median_ms)
+            if not (ms > 0 and math.isfinite(ms)):
+                raise ProfileError(f"profile table has a non-positive or non-finite latency for {part}")
+            self._exact[part] = ms
+            groups.setdefault(_group_key(part), []).append((part, ms))
+        self._raw_groups = groups
+        self._groups: dict[tuple, _Group] = {}
+        self._cache: dict[Part, float] = dict(self._exact)
+
+    def group_keys(self):
+        return list(self._raw_groups)
+
+    def ms(self, part: Part) -> float:
+        """Batch time (ms) of one part measured in isolation, interpolated between grid widths."""
+        hit = self._cache.get(part)
+        if hit is not None:
+            return hit
+        key = _group_key(part)
+        group = self._groups.get(key)
+        if group is None:
+            rows = self._raw_groups.get(key)
+            if rows is None:
+                raise ProfileError(
+                    f"the profile has no measurements for op {part.op} (first={part.first}, stride={part.stride}, "
+                    f"se={part.se}) at input resolution {part.resolution}; the profile's grid does not cover this "
+                    "part of the architecture")
+            group = self._groups[key] = _Group([p for p, _ in rows], np.array([m for _, m in rows]))
+        value = max(group.ms(part), 1e-6)
+        self._cache[part] = value
+        return value
+
+
+# --- 3. calibration ------------------------------------------------------------------------------
+
+def _design(form: str, s, b, n) -> np.ndarray:
+    s, b, n = (np.asarray(v, dtype=float) for v in (s, b, n))
+    one = np.ones_like(s)
+    if form == "affine":
+        return np.column_stack([s, one])
+    if form == "boundary":
+        return np.column_stack([s, b, one])
+    if form == "boundary_count":
+        return np.column_stack([s, b, n, one])
+    if form == "loglog":
+        return np.column_stack([np.log(s), one])
+    raise ProfileError(f"unknown calibration form {form!r}; expected one of {', '.join(CALIBRATION_FORMS)}")
+
+
+def _fit(form: str, s, b, n, y) -> np.ndarray:
+    y = np.asarray(y, dtype=float)
+    X = _design(form, s, b, n)
+    if form == "loglog":
+        coef, *_ = np.linalg.lstsq(X, np.log(y), rcond=None)
+    else:  # least squares on relative error
+        coef, *_ = np.linalg.lstsq(X / y[:, None], np.ones_like(y), rcond=None)
+    return coef
+
+
+def apply_calibration(form: str, coef, s, b, n) -> np.ndarray:
+    X = _design(form, np.atleast_1d(s), np.atleast_1d(b), np.atleast_1d(n))
+    out = X @ np.asarray(coef, dtype=float)
+    return np.exp(out) if form == "loglog" else out
+
+
+def fit_calibration(s, b, n, y, forms: Iterable[str] = CALIBRATION_FORMS) -> dict:
+    """Fit every form on (raw sum, boundary MB, part count) → measured batch ms; keep the best by leave-one-out.
+
+    Returns a dict with ``form``, ``coef`` and, per form, the leave-one-out
+    MAPE and fraction within ±10% (what the choice was based on). The simplest
+    form within 0.1 percentage point of the best leave-one-out MAPE wins.
+    """
+    s, b, n, y = (np.asarray(v, dtype=float) for v in (s, b, n, y))
+    if len(y) < 3:
+        raise ProfileError(f"calibration needs at least 3 measured networks, got {len(y)}")
+    report = {}
+    for form in forms:
+        k = _design(form, s[:1], b[:1], n[:1]).shape[1]
+        if len(y) < k + 2:
+            continue
+        pred = np.empty_like(y)
+        for i in range(len(y)):
+            m = np.arange(len(y)) != i
+            pred[i] = apply_calibration(form, _fit(form, s[m], b[m], n[m], y[m]), s[i], b[i], n[i])[0]
+        err = np.abs(pred / y - 1)
+        report[form] = {"loo_mape": float(err.mean() * 100), "loo_within_10pct": float((err <= 0.10).mean()),
+                        "loo_within_5pct": float((err <= 0.05).mean()), "params": k}
+    raw_err = np.abs(s / y - 1)
+    best = min(r["loo_mape"] for r in report.values())
+    form = min((f for f in report if report[f]["loo_mape"] <= best + 0.1), key=lambda f: report[f]["params"])
+    coef = _fit(form, s, b, n, y)
+    return {"form": form, "coef": [float(c) for c in coef], "forms": report,
+            "raw_sum_mape": float(raw_err.mean() * 100), "raw_sum_within_10pct": float((raw_err <= 0.1).mean()),
+            "predictor_version": PREDICTOR_VERSION}
+
+
+# --- the predictor -------------------------------------------------------------------------------
+
+class Predictor:
+    """Per-image latency (ms) of architectures of a profile's space."""
+
+    def __init__(self, profile: Profile):
+        self.profile = profile
+        self.space = get_space(profile.space)
+        self.table = PartTable(profile.table)
+        self.batch = profile.batch
+        cal = profile.calibration or {}
+        self.form = cal.get("form")
+        self.coef = np.asarray(cal.get("coef", []), dtype=float)
+        if self.form is not None and cal.get("predictor_version", PREDICTOR_VERSION) != PREDICTOR_VERSION:
+            raise ProfileError(f"profile {profile.name}: calibrated for predictor version "
+                               f"{cal.get('predictor_version')}, this hwnas has {PREDICTOR_VERSION}; re-run profile-device")
+        self._boundary_mb_per_elem = 4 * self.batch / 1e6  # fp32 activations handed over per input element
+        if profile.precision == "fp16":
+            self._boundary_mb_per_elem /= 2
+        self._arch_cache: dict = {}
+
+    def _parts(self, arch):
+        if isinstance(arch, str):
+            arch = self.space.parse(arch)
+        return self.space.parts(arch)
+
+    def features(self, arch) -> tuple[float, float, int]:
+        """(raw sum of part batch times in ms, boundary MB, number of parts) before calibration."""
+        total, mb, n = 0.0, 0.0, 0
+        for part in self._parts(arch):
+            total += self.table.ms(part)
+            mb += part.cin * part.resolution * part.resolution
+            n += 1
+        return total, mb * self._boundary_mb_per_elem, n
+
+    def calibrate(self, s, b, n):
+        if self.form is None:
+            return np.asarray(s, dtype=float)
+        return apply_calibration(self.form, self.coef, s, b, n)
+
+    def predict_batch_ms(self, arch) -> float:
+        """Calibrated time of one batch of the profile's batch size, in ms."""
+        key = arch if not isinstance(arch, str) else arch
+        hit = self._arch_cache.get(key)
+        if hit is not None:
+            return hit
+        s, b, n = self.features(arch)
+        value = float(self.calibrate(s, b, n)[0])
+        if len(self._arch_cache) > 200_000:
+            self._arch_cache.clear()
+        self._arch_cache[key] = value
+        return value
+
+    def predict_ms(self, arch) -> float:
+        """Calibrated per-image latency in ms (batch time / batch)."""
+        return self.predict_batch_ms(arch) / self.batch
+
+    def predict_many(self, archs) -> np.ndarray:
+        """Per-image latency (ms) of many architectures."""
+        return np.fromiter((self.predict_batch_ms(a) for a in archs), dtype=float) / self.batch

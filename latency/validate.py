@@ -1,0 +1,143 @@
+"""Validation of a profile's predictions against end-to-end measurements.
+
+``validate(profile, samples, seed)`` samples networks spread over the space's
+size range (:func:`hwnas.latency.profiler.sample_networks`, with a seed
+stream distinct from the calibration networks'), measures each whole network
+with the profile's own backend and settings, and compares with the
+predictor: MAPE, fraction within ±5% / ±10%, Spearman and Kendall rank
+correlations, and a predicted-vs-measured scatter plot.
+
+``published(profile)`` compares predictions with the published ZenNet
+latencies (V100, FP16, batch 64, per image); only a V100 FP16 batch-64
+profile may be compared with them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hwnas.errors import HwnasError, ProfileError
+from hwnas.latency.backends import get_backend
+from hwnas.latency.predictor import Predictor
+from hwnas.latency.profile import Profile
+from hwnas.latency.profiler import measure_network, sample_networks
+from hwnas.models.spaces.base import get_space
+
+
+def backend_for(profile: Profile):
+    """The profile's backend with the profile's own settings (raises BackendUnavailable with the reason)."""
+    return get_backend(profile.backend, **profile.settings)
+
+
+def measure_end_to_end(profile: Profile, arch, backend=None, **kw) -> float:
+    """Per-image latency (ms) of ``arch`` measured whole with the profile's backend and settings."""
+    space = get_space(profile.space)
+    if isinstance(arch, str):
+        arch = space.parse(arch)
+    backend = backend or backend_for(profile)
+    m = measure_network(space, arch, backend, **kw)
+    return m.median_ms / profile.batch
+
+
+def _metrics(pred: np.ndarray, meas: np.ndarray) -> dict:
+    from scipy.stats import kendalltau, spearmanr
+
+    err = pred / meas - 1
+    out = {"n": int(len(meas)), "mape": float(np.mean(np.abs(err)) * 100),
+           "within_5pct": float(np.mean(np.abs(err) <= 0.05)), "within_10pct": float(np.mean(np.abs(err) <= 0.10)),
+           "max_abs_error_pct": float(np.max(np.abs(err)) * 100), "bias_pct": float(np.mean(err) * 100)}
+    if len(meas) >= 3:
+        out["spearman"] = float(spearmanr(pred, meas).statistic)
+        out["kendall"] = float(kendalltau(pred, meas).statistic)
+    return out
+
+
+def scatter_plot(pred, meas, path, title: str, xlabel="measured (ms/image)", ylabel="predicted (ms/image)"):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    lo, hi = min(min(pred), min(meas)) * 0.9, max(max(pred), max(meas)) * 1.1
+    xs = np.geomspace(lo, hi, 50)
+    ax.plot(xs, xs, "k-", lw=1, label="exact")
+    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="0.85", label="±10%")
+    ax.scatter(meas, pred, s=14)
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def validate(profile: Profile, samples: int = 50, seed: int = 1, plot: str | None = None,
+             progress: bool = True) -> dict:
+    """Measure ``samples`` fresh random networks end to end and compare with the predictions."""
+    from tqdm import tqdm
+
+    if samples < 1:
+        raise HwnasError(f"--samples must be at least 1, got {samples}")
+    space = get_space(profile.space)
+    predictor = Predictor(profile)
+    backend = backend_for(profile)
+    calibrated_on = {n["arch"] for n in profile.calibration.get("networks", [])}
+    archs = [a for a in sample_networks(space, samples + len(calibrated_on), seed)
+             if space.format(a) not in calibrated_on][:samples]
+    t0 = time.monotonic()
+    rows = []
+    for arch in tqdm(archs, disable=not progress, desc="measuring", unit="net"):
+        measured = measure_end_to_end(profile, arch, backend)
+        rows.append({"arch": space.format(arch), "predicted_ms": predictor.predict_ms(arch), "measured_ms": measured,
+                     "flops": space.counts(arch).flops})
+    pred = np.array([r["predicted_ms"] for r in rows])
+    meas = np.array([r["measured_ms"] for r in rows])
+    result = {"profile": profile.name, "hash": profile.hash, "seed": seed, **_metrics(pred, meas),
+              "measure_seconds": round(time.monotonic() - t0, 1), "latency": "per image (batch time / batch)",
+              "networks": rows}
+    if plot:
+        scatter_plot(pred, meas, plot, f"{profile.name}: n={len(rows)}, "
+                     f"±10%: {result['within_10pct']:.0%}, Spearman {result.get('spearman', math.nan):.3f}")
+        result["plot"] = str(plot)
+    return result
+
+
+def published(profile: Profile, plot: str | None = None) -> dict:
+    """Predicted vs published V100 FP16 batch-64 latency for every zoo network of the profile's space."""
+    device = str(profile.metadata.get("device", {}).get("name", ""))
+    problems = []
+    if "v100" not in device.lower():
+        problems.append(f"device is {device or 'unknown'}, not a V100")
+    if profile.precision != "fp16":
+        problems.append(f"precision is {profile.precision}, not fp16")
+    if profile.batch != 64:
+        problems.append(f"batch is {profile.batch}, not 64")
+    if problems:
+        raise ProfileError(f"--published compares with ZenNet latencies measured on a V100 at FP16 and batch 64; "
+                           f"profile {profile.name} cannot be compared: {'; '.join(problems)}")
+    from hwnas.models import zoo
+
+    predictor = Predictor(profile)
+    rows = []
+    for model in zoo.models().values():
+        if model.latency_ms_v100_fp16_b64 is None or model.resolution != profile.resolution:
+            continue
+        rows.append({"name": model.name, "published_ms": model.latency_ms_v100_fp16_b64,
+                     "predicted_ms": predictor.predict_ms(model.structure)})
+    if not rows:
+        raise ProfileError(f"no zoo network with a published latency at resolution {profile.resolution}")
+    pred = np.array([r["predicted_ms"] for r in rows])
+    pub = np.array([r["published_ms"] for r in rows])
+    result = {"profile": profile.name, **_metrics(pred, pub), "networks": rows}
+    if plot:
+        scatter_plot(pred, pub, plot, f"{profile.name} vs published", xlabel="published (ms/image)")
+        result["plot"] = str(plot)
+    return result

@@ -1,0 +1,92 @@
+"""A tiny real ONNX Runtime profile, end to end: measure, resume, calibrate, load, predict, measure whole."""
+
+import json
+
+import numpy as np
+import pytest
+
+from hwnas.latency import profiler
+from hwnas.latency.backends import get_backend
+from hwnas.latency.predictor import Predictor
+from hwnas.latency.profile import Profile
+from hwnas.latency.validate import measure_end_to_end
+from hwnas.models.spaces.base import get_space
+
+FAST = {"device": "cpu", "threads": 1, "batch": 1, "warmup": 1, "repeats": 3, "min_sample_ms": 0.05}
+
+
+@pytest.fixture(scope="module")
+def tiny_profile(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prof") / "tiny-nb201"
+    space = get_space("nb201")
+    parts = list(space.grid_parts("coarse"))
+    calls = {"n": 0}
+    real_get_backend = profiler.get_backend
+
+    def counting_backend(name, **settings):
+        backend = real_get_backend(name, **settings)
+        measure = backend.measure_module
+
+        def counted(*a, **k):
+            calls["n"] += 1
+            return measure(*a, **k)
+
+        backend.measure_module = counted
+        return backend
+
+    profiler.get_backend = counting_backend
+    try:
+        # First run stops at once (as if killed): only the journal header is written.
+        assert profiler.profile_device("nb201", "onnxruntime", FAST, out, parts=parts, networks=4,
+                                       max_minutes=0, progress=False) is None
+        header = json.loads((out / "journal.jsonl").read_text().splitlines()[0])
+        assert header["header"]["space"] == "nb201"
+        # Simulate a run killed after three parts, with a torn last line.
+        done = []
+        for part in parts[:3]:
+            module, shape = space.build_part(part)
+            m = get_backend("onnxruntime", **FAST).measure_module(module, shape)
+            done.append(json.dumps({"kind": "part", "key": profiler._key(part), **m.as_dict(), "seconds": 0.0,
+                                    "ref_index": 0}))
+        ref = json.dumps({"kind": "ref", "key": profiler._key(parts[0]), "median_ms": 0.1, "seconds": 0.0})
+        with open(out / "journal.jsonl", "a") as f:
+            f.write("\n".join([ref] + done) + "\n" + '{"kind": "part", "key": "[tor')
+        calls["n"] = 0
+        prof = profiler.profile_device("nb201", "onnxruntime", FAST, out, parts=parts, networks=4, progress=False)
+    finally:
+        profiler.get_backend = real_get_backend
+    expected_refs = -(-(len(parts) - 3 + 4) // profiler.REF_EVERY)
+    return prof, out, calls["n"], len(parts), expected_refs
+
+
+def test_resume_measures_nothing_twice(tiny_profile):
+    prof, out, calls, n_parts, refs = tiny_profile
+    assert not (out / "journal.jsonl").exists()
+    assert len(prof.table) == n_parts
+    # remaining parts + 4 networks (each possibly re-measured when noisy) + references
+    assert n_parts - 3 + refs <= calls <= 2 * (n_parts - 3) + refs + 4
+
+
+def test_profile_metadata_and_calibration(tiny_profile):
+    prof, out, *_ = tiny_profile
+    loaded = Profile.load(out)
+    assert loaded.hash == prof.hash
+    meta = loaded.metadata
+    assert meta["backend"] == "onnxruntime" and meta["settings"]["threads"] == 1 and meta["settings"]["batch"] == 1
+    assert meta["device"]["kind"] == "cpu" and meta["device"]["name"]
+    assert "onnxruntime" in meta["versions"] and "torch" in meta["versions"]
+    cal = meta["calibration"]
+    assert cal["form"] in ("affine", "boundary", "boundary_count", "loglog") and len(cal["networks"]) == 4
+    assert (loaded.table["p10_ms"] <= loaded.table["median_ms"] + 1e-12).all()
+
+
+def test_predict_and_measure_whole_network(tiny_profile):
+    prof, out, *_ = tiny_profile
+    space = get_space("nb201")
+    pred = Predictor(Profile.load(out))
+    arch = space.parse(prof.calibration["networks"][0]["arch"])
+    p = pred.predict_ms(arch)
+    many = pred.predict_many([arch, arch])
+    assert p > 0 and np.allclose(many, p)
+    measured = measure_end_to_end(prof, arch, backend=get_backend("onnxruntime", **FAST))
+    assert measured > 0

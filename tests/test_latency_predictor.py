@@ -1,0 +1,133 @@
+"""Predictor: part-cost interpolation on synthetic tables, calibration recovery, grid coverage."""
+
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hwnas.errors import ProfileError
+from hwnas.latency.predictor import PartTable, _fit, apply_calibration, fit_calibration, part_features
+from hwnas.models.spaces.base import Part, get_space
+from hwnas.models.units import block_units, out_size
+
+
+def _table(parts, values):
+    rows = []
+    for p, v in zip(parts, values):
+        rows.append({"op": p.op, "cin": p.cin, "cout": p.cout, "resolution": p.resolution, "stride": p.stride,
+                     "mid": p.mid, "first": p.first, "se": p.se, "extra": p.extra, "median_ms": v,
+                     "p10_ms": v, "p90_ms": v, "repeats": 1, "raw_median_ms": v})
+    return pd.DataFrame(rows)
+
+
+GRID = [Part("SuperResK3K3", w, w, 14, 1, m, False) for w in (32, 64, 128, 256) for m in (w // 4, w // 2, w)]
+
+
+def _macs_by_hand(op_k, w, mid, size):
+    # Non-first sub-layer of SuperResK{k}K{k}: conv k×k w->mid, conv k×k mid->w, at size×size.
+    return op_k * op_k * (w * mid + mid * w) * size * size
+
+
+def test_part_features_macs_match_hand_count():
+    for w, m in ((32, 8), (64, 64), (200, 40)):
+        macs, inp, _ = part_features(Part("SuperResK3K3", w, w, 14, 1, m, False))
+        assert macs == _macs_by_hand(3, w, m, 14)
+        assert inp == w * 14 * 14
+
+
+def test_part_features_match_units_for_first_strided_bottleneck():
+    from hwnas.models.structure import parse
+
+    block = parse("SuperResK1K5K1(24,64,2,16,1)").blocks[0]
+    expected, size = 0, 56
+    for u in block_units(block):
+        h = size
+        for c in u.convs:
+            h = out_size(h, c.stride)
+            expected += c.weights * h * h
+        if u.shortcut == "proj":
+            expected += u.cin * u.cout * h * h
+        size = out_size(size, block.stride)
+    assert part_features(Part("SuperResK1K5K1", 24, 64, 56, 2, 16, True))[0] == expected
+
+
+def test_interpolation_exact_on_grid_points_for_any_values():
+    rng = np.random.default_rng(0)
+    values = rng.uniform(0.1, 5.0, len(GRID))
+    table = PartTable(_table(GRID, values))
+    for p, v in zip(GRID, values):
+        assert table.ms(p) == pytest.approx(v, rel=1e-12)
+
+
+def test_interpolation_exact_between_grid_points_when_cost_follows_the_model():
+    # A synthetic device whose cost is affine in MACs and activation elements: the group
+    # model recovers it, so predictions between grid widths are exact too.
+    def cost(p):
+        macs, inp, act = part_features(p)
+        return 0.02 + 3e-9 * macs + 5e-8 * (inp + act)
+
+    table = PartTable(_table(GRID, [cost(p) for p in GRID]))
+    for w, m in ((40, 24), (96, 48), (200, 120), (152, 152)):
+        p = Part("SuperResK3K3", w, w, 14, 1, m, False)
+        assert table.ms(p) == pytest.approx(cost(p), rel=1e-6)
+
+
+def test_interpolation_between_grid_points_is_bounded_by_neighbours_ratio():
+    # Ratios to the model differ per grid point; an off-grid width gets a ratio between its neighbours'.
+    rng = np.random.default_rng(1)
+    values = np.array([part_features(p)[0] * 1e-8 for p in GRID]) * rng.uniform(0.8, 1.2, len(GRID))
+    table = PartTable(_table(GRID, values))
+    p = Part("SuperResK3K3", 96, 96, 14, 1, 48, False)
+    lo, hi = table.ms(Part("SuperResK3K3", 64, 64, 14, 1, 32, False)), table.ms(Part("SuperResK3K3", 128, 128, 14, 1, 64, False))
+    assert lo < table.ms(p) < hi
+
+
+def test_part_outside_the_table_is_a_profile_error():
+    table = PartTable(_table(GRID, np.ones(len(GRID))))
+    with pytest.raises(ProfileError, match="resolution 7"):
+        table.ms(Part("SuperResK3K3", 64, 64, 7, 1, 32, False))
+
+
+def test_calibration_recovers_known_coefficients():
+    rng = np.random.default_rng(2)
+    s = rng.uniform(1, 50, 40)
+    b = rng.uniform(0.1, 10, 40)
+    n = rng.integers(5, 40, 40).astype(float)
+    y = 0.9 * s - 0.25 * b + 0.3
+    coef = _fit("boundary", s, b, n, y)
+    assert coef == pytest.approx([0.9, -0.25, 0.3], rel=1e-9, abs=1e-9)
+    cal = fit_calibration(s, b, n, y)
+    assert cal["form"] == "boundary"  # the simplest exact form
+    assert cal["forms"]["boundary"]["loo_mape"] < 1e-6
+    assert apply_calibration(cal["form"], cal["coef"], s[:3], b[:3], n[:3]) == pytest.approx(y[:3])
+
+
+def test_loglog_calibration_recovers_power_law():
+    s = np.geomspace(1, 100, 20)
+    y = 2.0 * s ** 0.8
+    coef = _fit("loglog", s, s, s, y)
+    assert coef == pytest.approx([0.8, np.log(2.0)])
+
+
+@pytest.mark.parametrize("name", ["imagenet224", "cifar32"])
+def test_coarse_grid_covers_every_part_group_of_random_networks(name):
+    from hwnas.latency.predictor import _group_key
+
+    space = get_space(name)
+    grid = {_group_key(p) for p in space.grid_parts("coarse")}
+    rng = random.Random(0)
+    arch = space.initial()
+    for _ in range(300):
+        arch = space.mutate(arch, rng)
+        for part in space.parts(arch):
+            assert _group_key(part) in grid, part
+
+
+def test_nb201_grid_holds_every_part_exactly():
+    space = get_space("nb201")
+    grid = set(space.grid_parts("coarse"))
+    rng = random.Random(0)
+    for _ in range(50):
+        for part in space.parts(space.sample(rng)):
+            assert part in grid
