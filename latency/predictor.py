@@ -11,14 +11,20 @@ Three steps, each with one place in this file:
    hull). The result equals the table on every grid point and follows the
    MAC/byte scaling between them (widths rarely sit on the grid: mutations
    scale them by 1.25-2.5 and round to 8).
-2. **Raw sum** of the part costs, plus two network features the calibration may
+2. **Raw sum** of the part costs, plus three network features the calibration may
    use: ``boundary_mb``, the activation megabytes handed into the parts (each
    separately timed part pays for receiving and returning its activations, a
-   whole network does not), and the number of parts.
+   whole network does not), the number of parts, and ``misaligned_ms``, the
+   part time spent in convolutions whose channel counts are not multiples of
+   the CPU's SIMD block (16 floats with AVX-512, else 8). The grid's widths are
+   powers of two, so every grid point is aligned, while searched widths are
+   multiples of 8: on the AVX-512 machine profiled here ONNX Runtime runs
+   misaligned convs markedly slower than the aligned grid predicts.
 3. **Calibration** (:func:`fit_calibration`): a model fitted on whole networks
    measured end to end while profiling, in the form the data supports (chosen
    by leave-one-out error among affine, affine + boundary bytes, affine +
-   boundary bytes + part count, and log-log), stored in the profile.
+   boundary bytes + part count, log-log, affine + misaligned time, and affine
+   + misaligned time + boundary bytes), stored in the profile.
 
 Latency is reported per image: batch time / batch.
 """
@@ -36,7 +42,7 @@ from hwnas.latency.profile import Profile
 from hwnas.models.spaces.base import Part, get_space
 
 PREDICTOR_VERSION = 1
-CALIBRATION_FORMS = ("affine", "boundary", "boundary_count", "loglog")
+CALIBRATION_FORMS = ("affine", "boundary", "boundary_count", "loglog", "misaligned", "misaligned_boundary")
 
 
 # --- 1. part cost -------------------------------------------------------------------------------
@@ -87,6 +93,43 @@ def part_features(part: Part) -> tuple[float, float, float]:
         return inp + part.cin * part.cout, inp, float(part.cout)
     macs = float(max(part.cin, 1) * max(part.cout, 1) * r_out * r_out + max(part.mid, 0) * r_out * r_out)
     return macs, inp, float(max(part.cout, 1) * r_out * r_out)
+
+
+def misaligned_fraction(part: Part, block: int) -> float:
+    """Fraction of a Zen-NAS block part's conv MACs in convs with channels not a multiple of ``block``."""
+    from hwnas.errors import StructureError
+    from hwnas.models.structure import parse
+    from hwnas.models.units import block_units, out_size
+
+    if part.op == "head" or part.op.startswith("nb201"):
+        return 0.0
+    sub = 1 if part.first else 2
+    args = (f"{part.cin},{part.cout},{part.stride},{sub}" if part.op.startswith("SuperConv")
+            else f"{part.cin},{part.cout},{part.stride},{part.mid or part.cout},{sub}")
+    try:
+        blk = parse(f"{part.op}({args})").blocks[0]
+    except StructureError:
+        return 0.0
+    per_sub = {"conv": 1, "basic": 1, "bottleneck": 2, "inverted": 2}[blk.kind]
+    units = list(block_units(blk))
+    units = units if part.first else units[per_sub:]
+    h, total, mis = part.resolution, 0, 0
+    for u in units:
+        size = h
+        for c in u.convs:
+            size = out_size(size, c.stride)
+            macs = c.weights * size * size
+            total += macs
+            if c.groups == 1 and c.cin > 3 and (c.cin % block or c.cout % block):
+                mis += macs
+        h = size
+    return mis / total if total else 0.0
+
+
+def channel_block(metadata: dict) -> int:
+    """SIMD block of the profiled device in floats: 16 with AVX-512, 8 otherwise (and on GPUs)."""
+    simd = metadata.get("device", {}).get("simd", [])
+    return 16 if "avx512f" in simd else 8
 
 
 def _group_key(part: Part):
@@ -203,8 +246,9 @@ class PartTable:
 
 # --- 3. calibration ------------------------------------------------------------------------------
 
-def _design(form: str, s, b, n) -> np.ndarray:
+def _design(form: str, s, b, n, m=None) -> np.ndarray:
     s, b, n = (np.asarray(v, dtype=float) for v in (s, b, n))
+    m = np.zeros_like(s) if m is None else np.asarray(m, dtype=float)
     one = np.ones_like(s)
     if form == "affine":
         return np.column_stack([s, one])
@@ -214,12 +258,16 @@ def _design(form: str, s, b, n) -> np.ndarray:
         return np.column_stack([s, b, n, one])
     if form == "loglog":
         return np.column_stack([np.log(s), one])
+    if form == "misaligned":
+        return np.column_stack([s, m, one])
+    if form == "misaligned_boundary":
+        return np.column_stack([s, m, b, one])
     raise ProfileError(f"unknown calibration form {form!r}; expected one of {', '.join(CALIBRATION_FORMS)}")
 
 
-def _fit(form: str, s, b, n, y) -> np.ndarray:
+def _fit(form: str, s, b, n, y, m=None) -> np.ndarray:
     y = np.asarray(y, dtype=float)
-    X = _design(form, s, b, n)
+    X = _design(form, s, b, n, m)
     if form == "loglog":
         coef, *_ = np.linalg.lstsq(X, np.log(y), rcond=None)
     else:  # least squares on relative error
@@ -227,38 +275,43 @@ def _fit(form: str, s, b, n, y) -> np.ndarray:
     return coef
 
 
-def apply_calibration(form: str, coef, s, b, n) -> np.ndarray:
-    X = _design(form, np.atleast_1d(s), np.atleast_1d(b), np.atleast_1d(n))
+def apply_calibration(form: str, coef, s, b, n, m=None) -> np.ndarray:
+    X = _design(form, np.atleast_1d(s), np.atleast_1d(b), np.atleast_1d(n), None if m is None else np.atleast_1d(m))
     out = X @ np.asarray(coef, dtype=float)
     return np.exp(out) if form == "loglog" else out
 
 
-def fit_calibration(s, b, n, y, forms: Iterable[str] = CALIBRATION_FORMS) -> dict:
-    """Fit every form on (raw sum, boundary MB, part count) → measured batch ms; keep the best by leave-one-out.
+def fit_calibration(s, b, n, y, m=None, forms: Iterable[str] = CALIBRATION_FORMS) -> dict:
+    """Fit every form on (raw sum, boundary MB, part count, misaligned ms) → measured batch ms; keep the best
+    by leave-one-out.
 
     Returns a dict with ``form``, ``coef`` and, per form, the leave-one-out
     MAPE and fraction within ±10% (what the choice was based on). The simplest
     form within 0.1 percentage point of the best leave-one-out MAPE wins.
     """
     s, b, n, y = (np.asarray(v, dtype=float) for v in (s, b, n, y))
+    m = np.zeros_like(s) if m is None else np.asarray(m, dtype=float)
+    if not np.any(m):  # nothing misaligned: those forms would be singular
+        forms = [f for f in forms if not f.startswith("misaligned")]
     if len(y) < 3:
         raise ProfileError(f"calibration needs at least 3 measured networks, got {len(y)}")
     report = {}
     for form in forms:
-        k = _design(form, s[:1], b[:1], n[:1]).shape[1]
+        k = _design(form, s[:1], b[:1], n[:1], m[:1]).shape[1]
         if len(y) < k + 2:
             continue
         pred = np.empty_like(y)
         for i in range(len(y)):
-            m = np.arange(len(y)) != i
-            pred[i] = apply_calibration(form, _fit(form, s[m], b[m], n[m], y[m]), s[i], b[i], n[i])[0]
+            k_ = np.arange(len(y)) != i
+            pred[i] = apply_calibration(form, _fit(form, s[k_], b[k_], n[k_], y[k_], m[k_]),
+                                        s[i], b[i], n[i], m[i])[0]
         err = np.abs(pred / y - 1)
         report[form] = {"loo_mape": float(err.mean() * 100), "loo_within_10pct": float((err <= 0.10).mean()),
                         "loo_within_5pct": float((err <= 0.05).mean()), "params": k}
     raw_err = np.abs(s / y - 1)
     best = min(r["loo_mape"] for r in report.values())
     form = min((f for f in report if report[f]["loo_mape"] <= best + 0.1), key=lambda f: report[f]["params"])
-    coef = _fit(form, s, b, n, y)
+    coef = _fit(form, s, b, n, y, m)
     return {"form": form, "coef": [float(c) for c in coef], "forms": report,
             "raw_sum_mape": float(raw_err.mean() * 100), "raw_sum_within_10pct": float((raw_err <= 0.1).mean()),
             "predictor_version": PREDICTOR_VERSION}
@@ -284,25 +337,35 @@ class Predictor:
         if profile.precision == "fp16":
             self._boundary_mb_per_elem /= 2
         self._arch_cache: dict = {}
+        self._block = channel_block(profile.metadata)
+        self._misaligned: dict[Part, float] = {}
 
     def _parts(self, arch):
         if isinstance(arch, str):
             arch = self.space.parse(arch)
         return self.space.parts(arch)
 
-    def features(self, arch) -> tuple[float, float, int]:
-        """(raw sum of part batch times in ms, boundary MB, number of parts) before calibration."""
-        total, mb, n = 0.0, 0.0, 0
+    def _misaligned_fraction(self, part: Part) -> float:
+        f = self._misaligned.get(part)
+        if f is None:
+            f = self._misaligned[part] = misaligned_fraction(part, self._block)
+        return f
+
+    def features(self, arch) -> tuple[float, float, int, float]:
+        """(raw sum of part batch times in ms, boundary MB, number of parts, misaligned ms) before calibration."""
+        total, mb, n, mis = 0.0, 0.0, 0, 0.0
         for part in self._parts(arch):
-            total += self.table.ms(part)
+            ms = self.table.ms(part)
+            total += ms
+            mis += ms * self._misaligned_fraction(part)
             mb += part.cin * part.resolution * part.resolution
             n += 1
-        return total, mb * self._boundary_mb_per_elem, n
+        return total, mb * self._boundary_mb_per_elem, n, mis
 
-    def calibrate(self, s, b, n):
+    def calibrate(self, s, b, n, m=None):
         if self.form is None:
             return np.asarray(s, dtype=float)
-        return apply_calibration(self.form, self.coef, s, b, n)
+        return apply_calibration(self.form, self.coef, s, b, n, m)
 
     def predict_batch_ms(self, arch) -> float:
         """Calibrated time of one batch of the profile's batch size, in ms."""
@@ -310,8 +373,7 @@ class Predictor:
         hit = self._arch_cache.get(key)
         if hit is not None:
             return hit
-        s, b, n = self.features(arch)
-        value = float(self.calibrate(s, b, n)[0])
+        value = float(self.calibrate(*self.features(arch))[0])
         if len(self._arch_cache) > 200_000:
             self._arch_cache.clear()
         self._arch_cache[key] = value

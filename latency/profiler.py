@@ -245,11 +245,11 @@ def _finalize(space, backend, dev, grid, journal: Journal, out: Path, seed: int,
     if len(nets) >= 3:
         pred = Predictor(profile)
         feats = [pred.features(space.parse(n["arch"])) for n in nets]
-        s, b, k = (np.array(v, dtype=float) for v in zip(*feats))
+        s, b, k, mis = (np.array(v, dtype=float) for v in zip(*feats))
         y = np.array([n["measured_batch_ms"] for n in nets])
-        cal = fit_calibration(s, b, k, y)
-        for n, si, bi, ki in zip(nets, s, b, k):
-            n.update(raw_sum_ms=float(si), boundary_mb=float(bi), parts=int(ki))
+        cal = fit_calibration(s, b, k, y, mis)
+        for n, si, bi, ki, mi in zip(nets, s, b, k, mis):
+            n.update(raw_sum_ms=float(si), boundary_mb=float(bi), parts=int(ki), misaligned_ms=float(mi))
         cal["networks"] = nets
         profile.metadata["calibration"] = cal
     profile.save(out)
@@ -272,10 +272,10 @@ def recalibrate(path: str | os.PathLike) -> Profile:
     bare = Profile(table=profile.table, metadata={**profile.metadata, "calibration": {}})
     pred = Predictor(bare)
     feats = [pred.features(space.parse(n["arch"])) for n in nets]
-    s, b, k = (np.array(v, dtype=float) for v in zip(*feats))
-    cal = fit_calibration(s, b, k, np.array([n["measured_batch_ms"] for n in nets]))
-    for n, si, bi, ki in zip(nets, s, b, k):
-        n.update(raw_sum_ms=float(si), boundary_mb=float(bi), parts=int(ki))
+    s, b, k, mis = (np.array(v, dtype=float) for v in zip(*feats))
+    cal = fit_calibration(s, b, k, np.array([n["measured_batch_ms"] for n in nets]), mis)
+    for n, si, bi, ki, mi in zip(nets, s, b, k, mis):
+        n.update(raw_sum_ms=float(si), boundary_mb=float(bi), parts=int(ki), misaligned_ms=float(mi))
     cal["networks"] = nets
     profile.metadata["calibration"] = cal
     profile.save(profile.path)

@@ -131,3 +131,27 @@ def test_nb201_grid_holds_every_part_exactly():
     for _ in range(50):
         for part in space.parts(space.sample(rng)):
             assert part in grid
+
+
+def test_misaligned_fraction_by_hand():
+    from hwnas.latency.predictor import misaligned_fraction
+
+    # Non-first SuperResK3K3(w=64, mid=24) at 14x14: conv 64->24 and 24->64, both misaligned for block 16,
+    # both aligned for block 8.
+    p = Part("SuperResK3K3", 64, 64, 14, 1, 24, False)
+    assert misaligned_fraction(p, 16) == 1.0 and misaligned_fraction(p, 8) == 0.0
+    # Non-first SuperResK1K3K1(w=64, mid=32): every conv aligned.
+    assert misaligned_fraction(Part("SuperResK1K3K1", 64, 64, 14, 1, 32, False), 16) == 0.0
+    # Non-first SuperResK1K3K1(w=40, mid=32): convs 40->32 (1x1), 32->32 (3x3), 32->40 (1x1), twice.
+    a, b = 40 * 32, 32 * 32 * 9
+    assert misaligned_fraction(Part("SuperResK1K3K1", 40, 40, 14, 1, 32, False), 16) == pytest.approx(2 * a / (2 * a + b))
+
+
+def test_misaligned_calibration_recovers_penalty():
+    rng = np.random.default_rng(3)
+    s = rng.uniform(1, 50, 30)
+    m = s * rng.uniform(0, 1, 30)
+    y = 0.8 * s + 0.4 * m + 0.2
+    cal = fit_calibration(s, s * 0, s * 0 + 10, y, m)
+    assert cal["form"] == "misaligned"
+    assert cal["coef"] == pytest.approx([0.8, 0.4, 0.2], rel=1e-8)
