@@ -40,6 +40,7 @@ from scipy.optimize import nnls
 from hwnas.errors import ProfileError
 from hwnas.latency.profile import Profile
 from hwnas.models.spaces.base import Part, get_space
+from hwnas.models.structure import Structure
 
 PREDICTOR_VERSION = 1
 CALIBRATION_FORMS = ("affine", "boundary", "boundary_count", "loglog", "misaligned", "misaligned_boundary")
@@ -167,16 +168,23 @@ class _Group:
             keep.append(j)
         self.keep = keep
         self.x, self.ratio = x[:, keep], ratio
-        self._linear = self._nearest = None
+        self._tri = None
         if len(keep) >= 2:
-            from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
-            from scipy.spatial import QhullError
+            from scipy.spatial import Delaunay, QhullError
 
-            self._nearest = NearestNDInterpolator(self.x, ratio)
             try:
-                self._linear = LinearNDInterpolator(self.x, ratio)
+                self._tri = Delaunay(self.x)
+                # Barycentric maps of every simplex, computed once (batched), searched by brute force:
+                # groups hold tens of points, and this beats scipy's per-call find_simplex.
+                self._simplices = self._tri.simplices
+                corners = self.x[self._simplices]  # (n, d+1, d)
+                self._origin = corners[:, -1, :]
+                edges = np.transpose(corners[:, :-1, :] - self._origin[:, None, :], (0, 2, 1))
+                keep = np.abs(np.linalg.det(edges)) > 1e-12
+                self._simplices, self._origin = self._simplices[keep], self._origin[keep]
+                self._inverse = np.linalg.inv(edges[keep])
             except (QhullError, ValueError):
-                self._linear = None
+                self._tri = None
         elif len(keep) == 1:
             order = np.argsort(self.x[:, 0])
             self.x1, self.r1 = self.x[order, 0], ratio[order]
@@ -192,11 +200,14 @@ class _Group:
         q = _log_widths([part])[:, self.keep]
         if len(self.keep) == 1:
             return float(np.interp(q[0, 0], self.x1, self.r1))
-        if self._linear is not None:
-            v = float(self._linear(q)[0])
-            if math.isfinite(v):
-                return v
-        return float(self._nearest(q)[0])
+        if self._tri is not None and len(self._simplices):  # linear (barycentric) inside the grid's hull
+            bary = np.einsum("nij,nj->ni", self._inverse, q[0] - self._origin)
+            inside = (bary >= -1e-9).all(axis=1) & (bary.sum(axis=1) <= 1 + 1e-9)
+            hits = np.flatnonzero(inside)
+            if hits.size:
+                i = hits[0]
+                return float(self.ratio[self._simplices[i]] @ np.append(bary[i], 1.0 - bary[i].sum()))
+        return float(self.ratio[np.argmin(((self.x - q) ** 2).sum(axis=1))])  # nearest grid point outside
 
     def ms(self, part: Part) -> float:
         return self.model_ms(part) * self.ratio_at(part)
@@ -330,6 +341,9 @@ class Predictor:
         cal = profile.calibration or {}
         self.form = cal.get("form")
         self.coef = np.asarray(cal.get("coef", []), dtype=float)
+        self._coef_list = [float(c) for c in self.coef]
+        if self.form is not None and self.form not in CALIBRATION_FORMS:
+            raise ProfileError(f"profile {profile.name}: unknown calibration form {self.form!r}")
         if self.form is not None and cal.get("predictor_version", PREDICTOR_VERSION) != PREDICTOR_VERSION:
             raise ProfileError(f"profile {profile.name}: calibrated for predictor version "
                                f"{cal.get('predictor_version')}, this hwnas has {PREDICTOR_VERSION}; re-run profile-device")
@@ -337,6 +351,9 @@ class Predictor:
         if profile.precision == "fp16":
             self._boundary_mb_per_elem /= 2
         self._arch_cache: dict = {}
+        self._block_cache: dict = {}
+        # Structure spaces get a per-block fast path (see _structure_features).
+        self._structure_space = type(self.space).__name__ == "ZenNASSpace"
         self._block = channel_block(profile.metadata)
         self._misaligned: dict[Part, float] = {}
 
@@ -351,10 +368,9 @@ class Predictor:
             f = self._misaligned[part] = misaligned_fraction(part, self._block)
         return f
 
-    def features(self, arch) -> tuple[float, float, int, float]:
-        """(raw sum of part batch times in ms, boundary MB, number of parts, misaligned ms) before calibration."""
+    def _part_terms(self, parts) -> tuple[float, float, int, float]:
         total, mb, n, mis = 0.0, 0.0, 0, 0.0
-        for part in self._parts(arch):
+        for part in parts:
             ms = self.table.ms(part)
             total += ms
             mis += ms * self._misaligned_fraction(part)
@@ -362,22 +378,77 @@ class Predictor:
             n += 1
         return total, mb * self._boundary_mb_per_elem, n, mis
 
+    def features(self, arch) -> tuple[float, float, int, float]:
+        """(raw sum of part batch times in ms, boundary MB, number of parts, misaligned ms) before calibration."""
+        if isinstance(arch, str):
+            arch = self.space.parse(arch)
+        if self._structure_space and isinstance(arch, Structure):
+            return self._structure_features(arch)
+        return self._part_terms(self.space.parts(arch))
+
+    def _structure_features(self, arch) -> tuple[float, float, int, float]:
+        """features() of a Zen-NAS structure from per-block terms cached by (block, input size).
+
+        The same parts as ``ZenNASSpace.parts`` (one per sub-layer, then the head);
+        a test checks both paths agree. Mutants share most blocks with their
+        parents, so a search mostly hits this cache.
+        """
+        cache = self._block_cache
+        h = self.space.resolution
+        total = mb = mis = 0.0
+        n = 0
+        for b in arch.blocks:
+            terms = cache.get((b, h))
+            h_out = (h - 1) // b.stride + 1
+            if terms is None:
+                parts = [Part(op=b.name, cin=b.in_channels if i == 0 else b.out_channels, cout=b.out_channels,
+                              resolution=h if i == 0 else h_out, stride=b.stride if i == 0 else 1,
+                              mid=b.mid or 0, first=i == 0) for i in range(b.sub_layers)]
+                terms = cache[(b, h)] = self._part_terms(parts)
+            total += terms[0]
+            mb += terms[1]
+            n += terms[2]
+            mis += terms[3]
+            h = h_out
+        head = cache.get(("head", arch.blocks[-1].out_channels, h))
+        if head is None:
+            head = cache[("head", arch.blocks[-1].out_channels, h)] = self._part_terms(
+                [Part(op="head", cin=arch.blocks[-1].out_channels, cout=self.space.num_classes, resolution=h)])
+        return total + head[0], mb + head[1], n + head[2], mis + head[3]
+
     def calibrate(self, s, b, n, m=None):
         if self.form is None:
-            return np.asarray(s, dtype=float)
+            return np.atleast_1d(np.asarray(s, dtype=float))
         return apply_calibration(self.form, self.coef, s, b, n, m)
+
+    def _calibrate_one(self, s: float, b: float, n: float, m: float) -> float:
+        c = self._coef_list
+        form = self.form
+        if form is None:
+            return s
+        if form == "affine":
+            return c[0] * s + c[1]
+        if form == "boundary":
+            return c[0] * s + c[1] * b + c[2]
+        if form == "boundary_count":
+            return c[0] * s + c[1] * b + c[2] * n + c[3]
+        if form == "loglog":
+            return math.exp(c[0] * math.log(s) + c[1])
+        if form == "misaligned":
+            return c[0] * s + c[1] * m + c[2]
+        return c[0] * s + c[1] * m + c[2] * b + c[3]  # misaligned_boundary
 
     def predict_batch_ms(self, arch) -> float:
         """Calibrated time of one batch of the profile's batch size, in ms."""
-        key = arch if not isinstance(arch, str) else arch
-        hit = self._arch_cache.get(key)
-        if hit is not None:
-            return hit
-        value = float(self.calibrate(*self.features(arch))[0])
-        if len(self._arch_cache) > 200_000:
-            self._arch_cache.clear()
-        self._arch_cache[key] = value
-        return value
+        if self._structure_space and isinstance(arch, Structure):
+            return self._calibrate_one(*self._structure_features(arch))
+        hit = self._arch_cache.get(arch)  # other spaces: whole-architecture cache
+        if hit is None:
+            hit = self._calibrate_one(*self.features(arch))
+            if len(self._arch_cache) > 200_000:
+                self._arch_cache.clear()
+            self._arch_cache[arch] = hit
+        return hit
 
     def predict_ms(self, arch) -> float:
         """Calibrated per-image latency in ms (batch time / batch)."""

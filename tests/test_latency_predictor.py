@@ -155,3 +155,27 @@ def test_misaligned_calibration_recovers_penalty():
     cal = fit_calibration(s, s * 0, s * 0 + 10, y, m)
     assert cal["form"] == "misaligned"
     assert cal["coef"] == pytest.approx([0.8, 0.4, 0.2], rel=1e-8)
+
+
+def test_structure_fast_path_equals_generic_parts_path():
+    # A synthetic profile on the coarse grid (cost = an affine function of MACs) for imagenet224.
+    from hwnas.latency.predictor import Predictor
+    from hwnas.latency.profile import Profile
+
+    space = get_space("imagenet224")
+    grid = list(space.grid_parts("coarse"))
+    values = [1e-3 + part_features(p)[0] * 1e-8 for p in grid]
+    meta = {"name": "synthetic", "space": "imagenet224", "resolution": 224, "backend": "onnxruntime",
+            "settings": {"batch": 1, "precision": "fp32"}, "device": {"name": "none", "simd": ["avx512f"]},
+            "calibration": {"form": "misaligned_boundary", "coef": [0.9, 0.3, -0.01, 0.05], "predictor_version": 1}}
+    pred = Predictor(Profile(table=_table(grid, values), metadata=meta))
+    rng = random.Random(1)
+    arch = space.initial()
+    for _ in range(40):
+        arch = space.mutate(arch, rng)
+        fast = pred._structure_features(arch)
+        generic = pred._part_terms(space.parts(arch))
+        assert fast == pytest.approx(generic, rel=1e-12)
+        expected = apply_calibration("misaligned_boundary", [0.9, 0.3, -0.01, 0.05], generic[0], generic[1],
+                                     generic[2], generic[3])[0]
+        assert pred.predict_batch_ms(arch) == pytest.approx(expected, rel=1e-12)
