@@ -164,6 +164,64 @@ def latency_check_cost(zennas_dir: str | None, n: int, seed: int) -> dict:
     return out
 
 
+def _candidates(n: int, seed: int) -> list[str]:
+    """A random walk of two-block mutations from the official initial structure, kept within the budgets."""
+    from hwnas.models.spaces.base import get_space
+
+    space = get_space(BENCH_SPACE)
+    rng = random.Random(seed)
+    arch, out = space.initial(), []
+    while len(out) < n:
+        child = space.mutate(arch, rng, num_blocks=2)
+        c = space.counts(child)
+        if c.params <= 1e6 and c.layers <= 18:
+            arch = child
+            if str(child) not in out:
+                out.append(str(child))
+    return out
+
+
+def scoring_throughput(zennas_dir: str | None, n: int, seed: int) -> dict:
+    """Zen evaluations per second on the same candidates: the official function and hwnas (1 and 2 workers)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from hwnas.search.evolution import Scorer, _worker_init, _worker_score, scorer_args, SearchConfig
+
+    texts = _candidates(n, seed)
+    out: dict = {"candidates": n, "settings": "zen, batch 64, 32x32, 100 classes"}
+    config = SearchConfig(space=BENCH_SPACE, proxy="zen", batch_size=64, seed=seed)
+    scorer = Scorer.for_config(config)
+    scorer(texts[0])
+    t = time.perf_counter()
+    for text in texts:
+        scorer(text)
+    out["hwnas_workers1_eval_per_s"] = n / (time.perf_counter() - t)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=ctx, initializer=_worker_init,
+                             initargs=(scorer_args(config, threads=max(1, (os.cpu_count() or 1) // 2)),)) as pool:
+        list(pool.map(_worker_score, texts[:2], [None, None]))  # start-up and warm-up
+        t = time.perf_counter()
+        list(pool.map(_worker_score, texts, [None] * n))
+        out["hwnas_workers2_eval_per_s"] = n / (time.perf_counter() - t)
+    if zennas_dir:
+        sys.path.insert(0, str(REFERENCE_TOOLS))
+        from official_common import load_official
+
+        load_official(zennas_dir)
+        import evolution_search as es
+        import Masternet
+
+        args = argparse.Namespace(num_classes=100, batch_size=64, input_image_size=32, zero_shot_score="Zen",
+                                  gamma=1e-2)
+        es.compute_nas_score(Masternet.MasterNet, texts[0], None, args)
+        t = time.perf_counter()
+        for text in texts:
+            es.compute_nas_score(Masternet.MasterNet, text, None, args)
+        out["official_eval_per_s"] = n / (time.perf_counter() - t)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zennas-dir", default=os.environ.get("ZENNAS_DIR", "/work/zennas-official"))
@@ -176,6 +234,8 @@ def main() -> None:
     ap.add_argument("--latency-candidates", type=int, default=30)
     ap.add_argument("--skip-official", action="store_true")
     ap.add_argument("--latency-only", action="store_true", help="only (c), added to an existing search_bench.json")
+    ap.add_argument("--throughput", type=int, default=0, metavar="N",
+                    help="only the scoring throughput on N identical candidates, added to search_bench.json")
     ap.add_argument("--out", default="benchmarks/results/search")
     a = ap.parse_args()
 
@@ -184,7 +244,7 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench_search."))
-    seeds = [] if a.latency_only else [int(s) for s in a.seeds.split(",")]
+    seeds = [] if (a.latency_only or a.throughput) else [int(s) for s in a.seeds.split(",")]
     variants = [(int(v.split("e")[0]), int(v.split("e")[1]) if "e" in v else None) for v in a.variants.split(",")]
     result = {"machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
                           "torch_threads": torch.get_num_threads()},
@@ -192,8 +252,15 @@ def main() -> None:
                            "params": 1e6, "max_layers": 18, "batch": 64, "resolution": 32, "classes": 100,
                            "initial": OFFICIAL_INITIAL},
               "runs": []}
-    if a.latency_only and (out / "search_bench.json").is_file():
+    if (a.latency_only or a.throughput) and (out / "search_bench.json").is_file():
         result = json.loads((out / "search_bench.json").read_text())
+    if a.throughput:
+        for _ in range(2):  # interleaved repeats: the machine is shared
+            result.setdefault("throughput", []).append(
+                scoring_throughput(None if a.skip_official else a.zennas_dir, a.throughput, 0))
+        (out / "search_bench.json").write_text(json.dumps(result, indent=1))
+        print(json.dumps(result["throughput"], indent=1))
+        return
     for seed in seeds:
         official = None if a.skip_official else run_official(a.zennas_dir, seed, a.iterations, a.population, work)
         entry = {"seed": seed, "official": official, "hwnas": []}
