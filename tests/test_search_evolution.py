@@ -140,7 +140,7 @@ def _checkpoint_iteration(out: Path) -> int:
 @pytest.mark.slow
 def test_resume_after_kill9_gives_the_uninterrupted_result(tmp_path):
     # Two worker processes: the checkpoint also holds children still being scored.
-    iterations, workers = 40, 2
+    iterations, workers = 150, 2
     ref = tmp_path / "ref"
     cfg = SearchConfig(space="cifar32", proxy="zen", batch_size=2, population=6, iterations=iterations, seed=5,
                        workers=workers, budgets=Budgets(params=3e5, max_layers=12))
@@ -151,14 +151,14 @@ def test_resume_after_kill9_gives_the_uninterrupted_result(tmp_path):
                             start_new_session=True)
     deadline = time.monotonic() + 240
     try:
-        while _checkpoint_iteration(out) < 12 and proc.poll() is None and time.monotonic() < deadline:
+        while _checkpoint_iteration(out) < 5 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         assert proc.poll() is None, "the search ended before it could be killed"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the search and its worker processes: a hard crash
         proc.wait()
     reached = _checkpoint_iteration(out)
-    assert 12 <= reached < iterations and not (out / "summary.json").exists()
+    assert 5 <= reached < iterations and not (out / "summary.json").exists()
 
     subprocess.run(_cli(out, iterations, workers, resume=True), check=True, capture_output=True, timeout=300)
     _compare_runs(ref, out)
