@@ -32,6 +32,7 @@ Latency is reported per image: batch time / batch.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -48,22 +49,41 @@ CALIBRATION_FORMS = ("affine", "boundary", "boundary_count", "loglog", "misalign
 
 # --- 1. part cost -------------------------------------------------------------------------------
 
-def _block_features(part: Part):
-    """(MACs, input elements, output elements) of a Zen-NAS block part, or None if ``op`` is no block name."""
+@lru_cache(maxsize=None)
+def _op_kind(op: str):
+    """(kind, kernel, expansion) of a Zen-NAS block name, or None for any other op."""
     from hwnas.errors import StructureError
     from hwnas.models.structure import parse
-    from hwnas.models.units import block_units, out_size
 
-    sub = 1 if part.first else 2
-    args = (f"{part.cin},{part.cout},{part.stride},{sub}" if part.op.startswith("SuperConv")
-            else f"{part.cin},{part.cout},{part.stride},{part.mid or part.cout},{sub}")
     try:
-        block = parse(f"{part.op}({args})").blocks[0]
+        b = parse(f"{op}(8,8,1,1)" if op.startswith("SuperConv") else f"{op}(8,8,1,8,1)").blocks[0]
     except StructureError:
         return None
-    per_sub = {"conv": 1, "basic": 1, "bottleneck": 2, "inverted": 2}[block.kind]
-    units = list(block_units(block, use_se=part.se and block.is_residual))
-    units = units if part.first else units[per_sub:]
+    return b.kind, b.kernel, b.expansion
+
+
+def _part_units(part: Part, use_se: bool = False):
+    """The units of a Zen-NAS block part (its sub-layer of a one-block structure), or None for other ops."""
+    from hwnas.models.structure import Block
+    from hwnas.models.units import block_units
+
+    kind = _op_kind(part.op)
+    if kind is None:
+        return None
+    k, kernel, expansion = kind
+    block = Block(k, kernel, part.cin, part.cout, part.stride, 1 if part.first else 2,
+                  None if k == "conv" else (part.mid or part.cout), expansion)
+    units = list(block_units(block, use_se=use_se and block.is_residual))
+    return units if part.first else units[{"conv": 1, "basic": 1, "bottleneck": 2, "inverted": 2}[k]:]
+
+
+def _block_features(part: Part):
+    """(MACs, input elements, output elements) of a Zen-NAS block part, or None if ``op`` is no block name."""
+    from hwnas.models.units import out_size
+
+    units = _part_units(part, part.se)
+    if units is None:
+        return None
     h, macs, act = part.resolution, 0, 0
     for u in units:
         size = h
@@ -98,22 +118,11 @@ def part_features(part: Part) -> tuple[float, float, float]:
 
 def misaligned_fraction(part: Part, block: int) -> float:
     """Fraction of a Zen-NAS block part's conv MACs in convs with channels not a multiple of ``block``."""
-    from hwnas.errors import StructureError
-    from hwnas.models.structure import parse
-    from hwnas.models.units import block_units, out_size
+    from hwnas.models.units import out_size
 
-    if part.op == "head" or part.op.startswith("nb201"):
+    units = _part_units(part)
+    if units is None:
         return 0.0
-    sub = 1 if part.first else 2
-    args = (f"{part.cin},{part.cout},{part.stride},{sub}" if part.op.startswith("SuperConv")
-            else f"{part.cin},{part.cout},{part.stride},{part.mid or part.cout},{sub}")
-    try:
-        blk = parse(f"{part.op}({args})").blocks[0]
-    except StructureError:
-        return 0.0
-    per_sub = {"conv": 1, "basic": 1, "bottleneck": 2, "inverted": 2}[blk.kind]
-    units = list(block_units(blk))
-    units = units if part.first else units[per_sub:]
     h, total, mis = part.resolution, 0, 0
     for u in units:
         size = h
