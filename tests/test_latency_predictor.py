@@ -179,3 +179,17 @@ def test_structure_fast_path_equals_generic_parts_path():
         expected = apply_calibration("misaligned_boundary", [0.9, 0.3, -0.01, 0.05], generic[0], generic[1],
                                      generic[2], generic[3])[0]
         assert pred.predict_batch_ms(arch) == pytest.approx(expected, rel=1e-12)
+
+
+def test_validation_metrics_by_hand():
+    from hwnas.latency.validate import _metrics
+
+    pred = np.array([1.0, 2.09, 2.7, 4.0, 6.0])
+    meas = np.array([1.0, 2.0, 3.0, 5.0, 5.9])
+    m = _metrics(pred, meas)
+    errors = [0.0, 0.045, 0.1, 0.2, 0.1 / 5.9]
+    assert m["n"] == 5
+    assert m["mape"] == pytest.approx(np.mean(errors) * 100)
+    assert m["within_10pct"] == pytest.approx(4 / 5)  # 0.1 itself counts as within
+    assert m["within_5pct"] == pytest.approx(3 / 5)
+    assert m["spearman"] == pytest.approx(1.0) and m["kendall"] == pytest.approx(1.0)
