@@ -144,6 +144,8 @@ class Scorer:
             result = self.proxy(seed).score(self.space, arch)
         except ProxyError as err:
             return None, {}, f"proxy: {' '.join(str(err).split())}"
+        except RuntimeError as err:  # torch could not run this network (e.g. out of memory): reject it, go on
+            return None, {}, f"proxy: {type(err).__name__}: {' '.join(str(err).split())[:200]}"
         value = float(result.value)
         if not math.isfinite(value):
             return None, {}, f"proxy: non-finite score {value}"
