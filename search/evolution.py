@@ -461,10 +461,11 @@ class Evolution:
         if t.future is not None and not wait and not isinstance(t.future, _Done):
             return False
         self.queue.popleft()
+        result = t.future.result() if t.future is not None else None
         row = {"iteration": t.iteration, "structure": t.text, "score": None, **_metric_cols(t.metrics),
                "accepted": False, "reject_reason": t.reason, "time_s": self._clock()}
-        if t.future is not None:
-            score, parts, reason = t.future.result()
+        if result is not None:
+            score, parts, reason = result
             self.cache[t.text] = score if reason is None else reason
             if reason is not None:
                 row["reject_reason"] = reason
