@@ -292,13 +292,6 @@ class ZenNASSpace:
                         if small(part):
                             yield part
 
-    def feature_sizes(self) -> list[int]:
-        """Input sizes a block can see: the resolution halved down to 1/32 of it."""
-        sizes = [self.resolution]
-        while len(sizes) < 6 and sizes[-1] > 1:
-            sizes.append(out_size(sizes[-1], 2))
-        return sizes
-
 
 def _part_block(part: Part) -> Block:
     """The one-block structure whose sub-layer 0 (``first``) or 1 (otherwise) this part is."""
