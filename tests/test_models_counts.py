@@ -13,15 +13,6 @@ from hwnas.models.builder import build
 from hwnas.models.counts import count, effectiveness, num_layers, output_resolution, stages
 from hwnas.models.structure import Structure, parse
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny forwards on 2 shared cores: one intra-op thread avoids OpenMP spin-waiting under load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 KINDS = ["SuperConvK{k}BNRELU", "SuperResK{k}K{k}", "SuperResK1K{k}K1", "SuperResIDWE{e}K{k}"]
 
 

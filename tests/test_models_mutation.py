@@ -22,15 +22,6 @@ from hwnas.models.spaces.zennas import (
 )
 from hwnas.models.structure import CONV, INVERTED, parse
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny forwards on 2 shared cores: one intra-op thread avoids OpenMP spin-waiting under load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 IMAGENET = get_space("imagenet224")
 CIFAR = get_space("cifar32")
 

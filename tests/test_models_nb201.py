@@ -13,15 +13,6 @@ from hwnas.errors import StructureError
 from hwnas.models.spaces.base import get_space
 from hwnas.models.spaces.nb201 import EDGES, OPS, Cell, accuracy_table, all_cells, parse_cell
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny forwards on 2 shared cores: one intra-op thread avoids OpenMP spin-waiting under load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SPACE = get_space("nb201")
 TABLE = accuracy_table()
 
