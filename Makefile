@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 # 1 thread, batch 1), then the best network measured end to end beside its prediction.
 demo: setup
 	rm -rf runs/demo
-	$(BIN)/search --latency-ms 6 --space imagenet224 --population 64 --iterations 2000 --batch-size 8 \
+	$(BIN)/search --latency-ms 6 --space imagenet224 --population 64 --iterations 1000 --batch-size 8 \
 		--workers 2 --out runs/demo --measure
 
 test: setup
