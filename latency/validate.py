@@ -68,7 +68,12 @@ def scatter_plot(pred, meas, path, title: str, xlabel="measured (ms/image)", yla
     ax.plot(xs, xs, "k-", lw=1, label="exact")
     ax.fill_between(xs, xs * 0.9, xs * 1.1, color="0.85", label="±10%")
     ax.scatter(meas, pred, s=14)
-    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel)
+    ax.set_title(title, fontsize=9)
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.legend(loc="upper left")
     fig.tight_layout()
     path = Path(path)
