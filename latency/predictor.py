@@ -10,16 +10,19 @@ Three steps, each with one place in this file:
    interpolated linearly in log-width space (nearest grid point outside their
    hull). The result equals the table on every grid point and follows the
    MAC/byte scaling between them (widths rarely sit on the grid: mutations
-   scale them by 1.25-2.5 and round to 8).
+   scale them by 1.25-2.5 and round to 8). Convolutions whose channel counts
+   are not multiples of the CPU's SIMD block run on a slower path, so the
+   grid holds such widths too and the ratio is interpolated separately over
+   aligned and misaligned grid points (the cost model is fitted on the aligned
+   ones); a part is blended by its fraction of MACs in misaligned convs.
 2. **Raw sum** of the part costs, plus three network features the calibration may
    use: ``boundary_mb``, the activation megabytes handed into the parts (each
    separately timed part pays for receiving and returning its activations, a
    whole network does not), the number of parts, and ``misaligned_ms``, the
    part time spent in convolutions whose channel counts are not multiples of
-   the CPU's SIMD block (16 floats with AVX-512, else 8). The grid's widths are
-   powers of two, so every grid point is aligned, while searched widths are
-   multiples of 8: on the AVX-512 machine profiled here ONNX Runtime runs
-   misaligned convs markedly slower than the aligned grid predicts.
+   the CPU's SIMD block (16 floats with AVX-512, else 8): on the AVX-512
+   machine profiled here ONNX Runtime runs misaligned convs markedly slower
+   (a calibration term for what the part table still misses).
 3. **Calibration** (:func:`fit_calibration`): a model fitted on whole networks
    measured end to end while profiling, in the form the data supports (chosen
    by leave-one-out error among affine, affine + boundary bytes, affine +
@@ -150,23 +153,10 @@ def _log_widths(parts: Sequence[Part]) -> np.ndarray:
     return np.log2(np.array([[max(p.cin, 1), max(p.cout, 1), max(p.mid, 1)] for p in parts], dtype=float))
 
 
-class _Group:
-    """Cost model and ratio interpolator of one table group."""
+class _Interp:
+    """Linear interpolation of a value over grid points in log-width space (nearest point outside the hull)."""
 
-    def __init__(self, parts: list[Part], ms: np.ndarray):
-        feats = np.array([part_features(p) for p in parts])
-        design = np.column_stack([np.ones(len(parts)), feats[:, 0] / 1e6, (feats[:, 1] + feats[:, 2]) / 1e6])
-        if len(parts) < 3:
-            design = design[:, :2]  # too few points for three coefficients
-        w = 1.0 / ms
-        coef, _ = nnls(design * w[:, None], ms * w)
-        if not np.any(coef > 0):
-            coef = np.zeros(design.shape[1])
-            coef[0] = float(np.median(ms))
-        self.coef = coef
-        model = design @ coef
-        ratio = ms / np.maximum(model, 1e-12)
-        x = _log_widths(parts)
+    def __init__(self, x: np.ndarray, value: np.ndarray):
         # Keep one column of every set of columns that move together (cin = cout, cin = cout/2 ...).
         keep = []
         for j in range(x.shape[1]):
@@ -176,56 +166,112 @@ class _Group:
                 continue
             keep.append(j)
         self.keep = keep
-        self.x, self.ratio = x[:, keep], ratio
-        self._tri = None
-        if len(keep) >= 2:
+        self.x, self.value = x[:, keep], value
+        self._simplices = None
+        if len(keep) >= 2 and len(value) > len(keep):
             from scipy.spatial import Delaunay, QhullError
 
             try:
-                self._tri = Delaunay(self.x)
+                tri = Delaunay(self.x)
                 # Barycentric maps of every simplex, computed once (batched), searched by brute force:
                 # groups hold tens of points, and this beats scipy's per-call find_simplex.
-                self._simplices = self._tri.simplices
-                corners = self.x[self._simplices]  # (n, d+1, d)
-                self._origin = corners[:, -1, :]
-                edges = np.transpose(corners[:, :-1, :] - self._origin[:, None, :], (0, 2, 1))
-                keep = np.abs(np.linalg.det(edges)) > 1e-12
-                self._simplices, self._origin = self._simplices[keep], self._origin[keep]
-                self._inverse = np.linalg.inv(edges[keep])
+                simplices = tri.simplices
+                corners = self.x[simplices]  # (n, d+1, d)
+                origin = corners[:, -1, :]
+                edges = np.transpose(corners[:, :-1, :] - origin[:, None, :], (0, 2, 1))
+                ok = np.abs(np.linalg.det(edges)) > 1e-12
+                self._simplices, self._origin = simplices[ok], origin[ok]
+                self._inverse = np.linalg.inv(edges[ok])
             except (QhullError, ValueError):
-                self._tri = None
+                self._simplices = None
         elif len(keep) == 1:
             order = np.argsort(self.x[:, 0])
-            self.x1, self.r1 = self.x[order, 0], ratio[order]
+            self.x1, self.v1 = self.x[order, 0], value[order]
+
+    def __call__(self, logw: np.ndarray) -> float:
+        if not self.keep:
+            return float(np.median(self.value))
+        q = logw[self.keep]
+        if len(self.keep) == 1:
+            return float(np.interp(q[0], self.x1, self.v1))
+        if self._simplices is not None and len(self._simplices):  # linear (barycentric) inside the hull
+            bary = np.einsum("nij,nj->ni", self._inverse, q - self._origin)
+            inside = (bary >= -1e-9).all(axis=1) & (bary.sum(axis=1) <= 1 + 1e-9)
+            hits = np.flatnonzero(inside)
+            if hits.size:
+                i = hits[0]
+                return float(self.value[self._simplices[i]] @ np.append(bary[i], 1.0 - bary[i].sum()))
+        return float(self.value[np.argmin(((self.x - q) ** 2).sum(axis=1))])  # nearest grid point outside
+
+
+class _Group:
+    """Cost model and ratio interpolators of one table group.
+
+    ``fractions`` are the grid points' misaligned MAC fractions (see
+    :func:`misaligned_fraction`). The cost model is fitted on the aligned points
+    (fraction 0); the ratio measured/model is interpolated separately over the
+    aligned points and over the misaligned ones, so a misaligned width takes
+    its ratio only from misaligned grid points (the CPU runs those convs on
+    another code path), and a part with a fraction ``f`` of its MACs in
+    misaligned convs gets ``(1 - f)·aligned ratio + f·misaligned ratio``.
+    A misaligned point's ratio is first freed of its aligned share the same way.
+    """
+
+    def __init__(self, parts: list[Part], ms: np.ndarray, fractions: np.ndarray | None = None):
+        fr = np.zeros(len(parts)) if fractions is None else np.asarray(fractions, dtype=float)
+        aligned = fr == 0
+        if aligned.sum() < 2:  # too few aligned points: one model and one interpolator for all
+            aligned = np.ones(len(parts), dtype=bool)
+            fr = np.zeros(len(parts))
+        feats = np.array([part_features(p) for p in parts])
+        design = np.column_stack([np.ones(len(parts)), feats[:, 0] / 1e6, (feats[:, 1] + feats[:, 2]) / 1e6])
+        if aligned.sum() < 3:
+            design = design[:, :2]  # too few points for three coefficients
+        w = 1.0 / ms[aligned]
+        coef, _ = nnls(design[aligned] * w[:, None], ms[aligned] * w)
+        if not np.any(coef > 0):
+            coef = np.zeros(design.shape[1])
+            coef[0] = float(np.median(ms[aligned]))
+        self.coef = coef
+        ratio = ms / np.maximum(design @ coef, 1e-12)
+        x = _log_widths(parts)
+        self.aligned = _Interp(x[aligned], ratio[aligned])
+        self.misaligned = None
+        mis = fr >= 0.25
+        if mis.any():
+            base = np.array([self.aligned(xi) for xi in x[mis]])
+            f = fr[mis]
+            self.misaligned = _Interp(x[mis], (ratio[mis] - (1 - f) * base) / f)
 
     def model_ms(self, part: Part) -> float:
         f = part_features(part)
         row = np.array([1.0, f[0] / 1e6, (f[1] + f[2]) / 1e6])[: len(self.coef)]
         return float(row @ self.coef)
 
-    def ratio_at(self, part: Part) -> float:
-        if not self.keep:
-            return float(np.median(self.ratio))
-        q = _log_widths([part])[:, self.keep]
-        if len(self.keep) == 1:
-            return float(np.interp(q[0, 0], self.x1, self.r1))
-        if self._tri is not None and len(self._simplices):  # linear (barycentric) inside the grid's hull
-            bary = np.einsum("nij,nj->ni", self._inverse, q[0] - self._origin)
-            inside = (bary >= -1e-9).all(axis=1) & (bary.sum(axis=1) <= 1 + 1e-9)
-            hits = np.flatnonzero(inside)
-            if hits.size:
-                i = hits[0]
-                return float(self.ratio[self._simplices[i]] @ np.append(bary[i], 1.0 - bary[i].sum()))
-        return float(self.ratio[np.argmin(((self.x - q) ** 2).sum(axis=1))])  # nearest grid point outside
+    def ratio_at(self, part: Part, fraction: float = 0.0) -> float:
+        q = _log_widths([part])[0]
+        r = self.aligned(q)
+        if fraction > 0 and self.misaligned is not None:
+            r = (1 - fraction) * r + fraction * self.misaligned(q)
+        return r
 
-    def ms(self, part: Part) -> float:
-        return self.model_ms(part) * self.ratio_at(part)
+    def ms(self, part: Part, fraction: float = 0.0) -> float:
+        return self.model_ms(part) * self.ratio_at(part, fraction)
 
 
 class PartTable:
-    """Batch-time cost of any part of a profile's space, from the profile's table."""
+    """Batch-time cost of any part of a profile's space, from the profile's table.
 
-    def __init__(self, table):
+    ``block`` is the device's SIMD block in floats (:func:`channel_block`); with
+    it, and when the grid holds misaligned output widths, misaligned parts are
+    interpolated from misaligned grid points (see :class:`_Group`); otherwise
+    (no block, or a grid of aligned widths only) every part is treated as aligned.
+    """
+
+    def __init__(self, table, block: int | None = None):
+        if block is not None and not ((table["op"] != "head") & (table["cout"] % block != 0)).any():
+            block = None  # a grid without misaligned widths: nothing to interpolate them from
+        self.block = block
         self._exact: dict[Part, float] = {}
         groups: dict[tuple, list] = {}
         for row in table.itertuples(index=False):
@@ -240,9 +286,19 @@ class PartTable:
         self._raw_groups = groups
         self._groups: dict[tuple, _Group] = {}
         self._cache: dict[Part, float] = dict(self._exact)
+        self._fraction: dict[Part, float] = {}
 
     def group_keys(self):
         return list(self._raw_groups)
+
+    def fraction(self, part: Part) -> float:
+        """Misaligned MAC fraction of a part for interpolation (0 when the table is not split)."""
+        if self.block is None:
+            return 0.0
+        f = self._fraction.get(part)
+        if f is None:
+            f = self._fraction[part] = misaligned_fraction(part, self.block)
+        return f
 
     def ms(self, part: Part) -> float:
         """Batch time (ms) of one part measured in isolation, interpolated between grid widths."""
@@ -258,8 +314,10 @@ class PartTable:
                     f"the profile has no measurements for op {part.op} (first={part.first}, stride={part.stride}, "
                     f"se={part.se}) at input resolution {part.resolution}; the profile's grid does not cover this "
                     "part of the architecture")
-            group = self._groups[key] = _Group([p for p, _ in rows], np.array([m for _, m in rows]))
-        value = max(group.ms(part), 1e-6)
+            parts = [p for p, _ in rows]
+            group = self._groups[key] = _Group(parts, np.array([m for _, m in rows]),
+                                               np.array([self.fraction(p) for p in parts]))
+        value = max(group.ms(part, self.fraction(part)), 1e-6)
         self._cache[part] = value
         return value
 
@@ -345,7 +403,7 @@ class Predictor:
     def __init__(self, profile: Profile):
         self.profile = profile
         self.space = get_space(profile.space)
-        self.table = PartTable(profile.table)
+        self.table = PartTable(profile.table, channel_block(profile.metadata))
         self.batch = profile.batch
         cal = profile.calibration or {}
         self.form = cal.get("form")
@@ -372,6 +430,8 @@ class Predictor:
         return self.space.parts(arch)
 
     def _misaligned_fraction(self, part: Part) -> float:
+        if self.table.block is not None:
+            return self.table.fraction(part)
         f = self._misaligned.get(part)
         if f is None:
             f = self._misaligned[part] = misaligned_fraction(part, self._block)

@@ -83,6 +83,28 @@ def test_interpolation_between_grid_points_is_bounded_by_neighbours_ratio():
     assert lo < table.ms(p) < hi
 
 
+def test_misaligned_widths_interpolate_only_from_misaligned_grid_points():
+    # Cost = MACs-proportional; convs with a width not a multiple of 16 cost 1.8x (the AVX-512 slow path).
+    aligned = [Part("SuperResK3K3", w, w, 14, 1, w, False) for w in (32, 64, 128, 256)]
+    misaligned = [Part("SuperResK3K3", w, w, 14, 1, w, False) for w in (40, 72, 136, 264)]
+    grid = aligned + misaligned
+
+    def cost(p):
+        return part_features(p)[0] / 1e6 * (1.8 if p.cout % 16 else 1.0)
+
+    table = PartTable(_table(grid, [cost(p) for p in grid]), block=16)
+    for w in (48, 96, 192):  # aligned off-grid widths follow the aligned points
+        p = Part("SuperResK3K3", w, w, 14, 1, w, False)
+        assert table.ms(p) == pytest.approx(cost(p), rel=1e-6)
+    for w in (56, 104, 200):  # misaligned off-grid widths follow the misaligned points
+        p = Part("SuperResK3K3", w, w, 14, 1, w, False)
+        assert table.ms(p) == pytest.approx(cost(p), rel=1e-6)
+    # Without a SIMD block every point is one population: a misaligned width lands between the two.
+    plain = PartTable(_table(grid, [cost(p) for p in grid]))
+    p = Part("SuperResK3K3", 104, 104, 14, 1, 104, False)
+    assert plain.ms(p) < 0.99 * cost(p)
+
+
 def test_part_outside_the_table_is_a_profile_error():
     table = PartTable(_table(GRID, np.ones(len(GRID))))
     with pytest.raises(ProfileError, match="resolution 7"):
