@@ -65,6 +65,7 @@ def _op_kind(op: str):
     return b.kind, b.kernel, b.expansion
 
 
+@lru_cache(maxsize=1 << 16)
 def _part_units(part: Part, use_se: bool = False):
     """The units of a Zen-NAS block part (its sub-layer of a one-block structure), or None for other ops."""
     from hwnas.models.structure import Block
@@ -76,7 +77,7 @@ def _part_units(part: Part, use_se: bool = False):
     k, kernel, expansion = kind
     block = Block(k, kernel, part.cin, part.cout, part.stride, 1 if part.first else 2,
                   None if k == "conv" else (part.mid or part.cout), expansion)
-    units = list(block_units(block, use_se=use_se and block.is_residual))
+    units = tuple(block_units(block, use_se=use_se and block.is_residual))
     return units if part.first else units[{"conv": 1, "basic": 1, "bottleneck": 2, "inverted": 2}[k]:]
 
 
@@ -123,7 +124,7 @@ def misaligned_fraction(part: Part, block: int) -> float:
     """Fraction of a Zen-NAS block part's conv MACs in convs with channels not a multiple of ``block``."""
     from hwnas.models.units import out_size
 
-    units = _part_units(part)
+    units = _part_units(part, False)
     if units is None:
         return 0.0
     h, total, mis = part.resolution, 0, 0
