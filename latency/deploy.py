@@ -34,7 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from hwnas.atomic import atomic_write_bytes
 from hwnas.errors import BackendUnavailable, DeployError
+from hwnas.models.structure import read_first_line
 
 FORMATS = ("onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16")
@@ -124,13 +126,7 @@ def resolve_target(source: str, *, space: str | None = None, num_classes: int | 
         info = {"kind": "run", "run_dir": str(path.resolve()), "profile": profile}
         defaults = {k: config[k] for k in ("num_classes", "resolution", "use_se") if config.get(k) is not None}
     elif path.is_file():
-        try:
-            lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
-        except (OSError, UnicodeDecodeError) as err:
-            raise DeployError(f"cannot read {source}: {err}") from None
-        if not lines:
-            raise DeployError(f"{source} is empty; expected one structure string")
-        text = lines[0]
+        text = read_first_line(path)
         info = {"kind": "file", "path": str(path.resolve())}
     elif "/" in source or path.suffix:
         raise DeployError(f"{source}: no such file or folder; expected a structure string, a file holding one, "
@@ -337,19 +333,6 @@ def default_timing_cache() -> Path:
     return root / f"{gpu}-trt{trt.__version__}.timing-cache"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _build_engine(onnx_path: Path, engine_path: Path, *, precision: str, batch: int, dynamic_batch: bool,
                   timing_cache: Path, workspace_gib: float = 4.0) -> dict:
     """Parse the ONNX graph, build a serialized engine, write it; return what was built with.
@@ -393,9 +376,9 @@ def _build_engine(onnx_path: Path, engine_path: Path, *, precision: str, batch: 
     engine = builder.build_serialized_network(network, config)
     if engine is None:
         raise DeployError("TensorRT failed to build an engine (see its log above)")
-    _atomic_write(engine_path, bytes(memoryview(engine)))
+    atomic_write_bytes(engine_path, bytes(memoryview(engine)))
     try:
-        _atomic_write(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+        atomic_write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
     except OSError as err:
         raise DeployError(f"cannot write the TensorRT timing cache {timing_cache}: {err.strerror}; "
                           "pass a writable --timing-cache") from None

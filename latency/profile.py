@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from hwnas.atomic import atomic_write_bytes
 from hwnas.errors import ProfileError
 
 SCHEMA_VERSION = 1
@@ -82,20 +83,6 @@ def content_hash(table: pd.DataFrame, metadata: dict) -> str:
     meta = {k: v for k, v in metadata.items() if k != "hash"}
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass

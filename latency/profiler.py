@@ -132,7 +132,7 @@ class Journal:
             self._rewrite(header)
 
     def _rewrite(self, header: dict) -> None:
-        from hwnas.latency.profile import atomic_write_bytes
+        from hwnas.atomic import atomic_write_bytes
 
         text = "".join(json.dumps(r) + "\n" for r in [{"header": header}] + self.records)
         atomic_write_bytes(self.path, text.encode())

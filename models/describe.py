@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from hwnas.errors import HwnasError, StructureError
+from hwnas.errors import HwnasError
 from hwnas.models import zoo
 from hwnas.models.counts import count, effectiveness, output_resolution, stages
 from hwnas.models.spaces.base import get_space
 from hwnas.models.spaces.nb201 import CELLS_PER_STAGE
-from hwnas.models.structure import Structure
+from hwnas.models.structure import Structure, read_first_line
 
 
 def _delta_pct(value: float, published: float) -> float:
@@ -61,16 +61,6 @@ def _looks_like_arch(text: str) -> bool:
     return "(" in text or text.lstrip().startswith("|")
 
 
-def _first_line(path: Path) -> str:
-    try:
-        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise HwnasError(f"cannot read {path}: {err}") from None
-    if not lines:
-        raise StructureError(f"file {path} is empty; expected one architecture string")
-    return lines[0]
-
-
 def describe(target: str, space: str | None = None, resolution: int | None = None,
              num_classes: int | None = None, use_se: bool | None = None) -> dict:
     """Counts, stages and ρ of a zoo model, an architecture string, or a file holding one.
@@ -83,7 +73,7 @@ def describe(target: str, space: str | None = None, resolution: int | None = Non
     if _looks_like_arch(target):
         source, text = "string", target
     elif Path(target).is_file():
-        source, text = "file", _first_line(Path(target))
+        source, text = "file", read_first_line(Path(target))
     else:
         if not any(target in name for name in zoo.models()):
             raise HwnasError(f"{target!r} is not a zoo model name, an architecture string or a file; "

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Iterable
 
-from hwnas.errors import StructureError
+from hwnas.errors import HwnasError, StructureError
 
 CONV = "conv"  # SuperConvK{k}BNRELU: plain conv-BN-ReLU layers
 BASIC = "basic"  # SuperResK{k}K{k}: basic residual units (ResNet-18 style)
@@ -251,14 +251,14 @@ def chain(blocks: Iterable[Block]) -> Structure:
     return Structure(tuple(out))
 
 
-def load_structure(value: str) -> Structure:
-    """A structure from a string or from a file holding one (first non-empty line)."""
+def read_first_line(path) -> str:
+    """The first non-empty line of a file that holds an architecture string."""
     from pathlib import Path
 
-    candidate = Path(value)
-    if "(" not in value and candidate.is_file():
-        lines = [ln.strip() for ln in candidate.read_text().splitlines() if ln.strip()]
-        if not lines:
-            raise StructureError(f"file {value} is empty; expected one structure string")
-        return parse(lines[0])
-    return parse(value)
+    try:
+        lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise HwnasError(f"cannot read {path}: {err}") from None
+    if not lines:
+        raise StructureError(f"file {path} is empty; expected one architecture string")
+    return lines[0]

@@ -1,42 +1,17 @@
-"""Atomic files: a search's checkpoint and its result files never exist half-written.
-
-Every writer puts the bytes in a temporary file in the same folder, flushes
-and fsyncs it, then renames it over the target (``os.replace`` is atomic on
-POSIX), so a ``kill -9`` at any moment leaves either the old or the new file.
-"""
+"""A search's checkpoint and result files, all written atomically (``hwnas.atomic``)."""
 
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from hwnas.atomic import atomic_write
 from hwnas.errors import HwnasError
 
 CHECKPOINT = "checkpoint.pkl"
 CHECKPOINT_VERSION = 1
-
-
-def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True) -> None:
-    """Call ``write(file)`` on a temporary file, then move it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def write_text(path: Path, text: str) -> None:

@@ -105,7 +105,7 @@ def curves(space_name: str, out: str | Path, profile: str | None = None, dataset
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hwnas.search.checkpoint import atomic_write
+    from hwnas.atomic import atomic_write
 
     df = points(space_name, profile, dataset, x)
     front = pareto_front(df)

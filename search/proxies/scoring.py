@@ -6,20 +6,11 @@ import dataclasses
 import time
 from pathlib import Path
 
-from hwnas.errors import HwnasError, StructureError
+from hwnas.errors import HwnasError
 from hwnas.models import zoo
 from hwnas.models.spaces.base import get_space
+from hwnas.models.structure import read_first_line
 from hwnas.search.proxies.base import get_proxy
-
-
-def _first_line(path: Path) -> str:
-    try:
-        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise HwnasError(f"cannot read {path}: {err}") from None
-    if not lines:
-        raise StructureError(f"file {path} is empty; expected one architecture string")
-    return lines[0]
 
 
 def resolve(target: str | None = None, file: str | None = None, nb201: str | None = None,
@@ -36,7 +27,7 @@ def resolve(target: str | None = None, file: str | None = None, nb201: str | Non
     if nb201:
         text, default_space = nb201, "nb201"
     elif file:
-        text = _first_line(Path(file))
+        text = read_first_line(Path(file))
         default_space = "nb201" if text.startswith("|") else "imagenet224"
     elif "(" in target or target.lstrip().startswith("|"):
         text = target
