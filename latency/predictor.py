@@ -325,23 +325,28 @@ class PartTable:
 
 # --- 3. calibration ------------------------------------------------------------------------------
 
+# The features each calibration form is linear in (plus an intercept); "log_s" is log(raw sum).
+FORM_FEATURES = {
+    "affine": ("s",),
+    "boundary": ("s", "b"),
+    "boundary_count": ("s", "b", "n"),
+    "loglog": ("log_s",),
+    "misaligned": ("s", "m"),
+    "misaligned_boundary": ("s", "m", "b"),
+}
+
+
+def _features(form: str, s, b, n, m, log):
+    if form not in FORM_FEATURES:
+        raise ProfileError(f"unknown calibration form {form!r}; expected one of {', '.join(CALIBRATION_FORMS)}")
+    values = {"s": s, "b": b, "n": n, "m": m}
+    return [log(s) if name == "log_s" else values[name] for name in FORM_FEATURES[form]]
+
+
 def _design(form: str, s, b, n, m=None) -> np.ndarray:
     s, b, n = (np.asarray(v, dtype=float) for v in (s, b, n))
     m = np.zeros_like(s) if m is None else np.asarray(m, dtype=float)
-    one = np.ones_like(s)
-    if form == "affine":
-        return np.column_stack([s, one])
-    if form == "boundary":
-        return np.column_stack([s, b, one])
-    if form == "boundary_count":
-        return np.column_stack([s, b, n, one])
-    if form == "loglog":
-        return np.column_stack([np.log(s), one])
-    if form == "misaligned":
-        return np.column_stack([s, m, one])
-    if form == "misaligned_boundary":
-        return np.column_stack([s, m, b, one])
-    raise ProfileError(f"unknown calibration form {form!r}; expected one of {', '.join(CALIBRATION_FORMS)}")
+    return np.column_stack(_features(form, s, b, n, m, np.log) + [np.ones_like(s)])
 
 
 def _fit(form: str, s, b, n, y, m=None) -> np.ndarray:
@@ -492,21 +497,12 @@ class Predictor:
         return apply_calibration(self.form, self.coef, s, b, n, m)
 
     def _calibrate_one(self, s: float, b: float, n: float, m: float) -> float:
-        c = self._coef_list
-        form = self.form
-        if form is None:
+        """``calibrate`` for one network in plain floats (the search's hot path)."""
+        if self.form is None:
             return s
-        if form == "affine":
-            return c[0] * s + c[1]
-        if form == "boundary":
-            return c[0] * s + c[1] * b + c[2]
-        if form == "boundary_count":
-            return c[0] * s + c[1] * b + c[2] * n + c[3]
-        if form == "loglog":
-            return math.exp(c[0] * math.log(s) + c[1])
-        if form == "misaligned":
-            return c[0] * s + c[1] * m + c[2]
-        return c[0] * s + c[1] * m + c[2] * b + c[3]  # misaligned_boundary
+        c = self._coef_list
+        out = c[-1] + sum(ci * x for ci, x in zip(c, _features(self.form, s, b, n, m, math.log)))
+        return math.exp(out) if self.form == "loglog" else out
 
     def predict_batch_ms(self, arch) -> float:
         """Calibrated time of one batch of the profile's batch size, in ms."""
