@@ -54,32 +54,30 @@ def test_truncated_table_is_refused(tmp_path):
         Profile.load(tmp_path / "toy")
 
 
-def test_edited_metadata_is_refused(tmp_path):
+def _saved_with_edited_metadata(tmp_path, edit):
+    """Save a toy profile, apply ``edit`` to its metadata dict, write it back; the metadata path."""
     _profile().save(tmp_path / "toy")
     f = tmp_path / "toy" / "metadata.json"
     meta = json.loads(f.read_text())
-    meta["settings"]["batch"] = 64
+    edit(meta)
     f.write_text(json.dumps(meta))
+    return f
+
+
+def test_edited_metadata_is_refused(tmp_path):
+    _saved_with_edited_metadata(tmp_path, lambda meta: meta["settings"].update(batch=64))
     with pytest.raises(ProfileError, match="hash mismatch"):
         Profile.load(tmp_path / "toy")
 
 
 def test_other_schema_version_is_refused(tmp_path):
-    _profile().save(tmp_path / "toy")
-    f = tmp_path / "toy" / "metadata.json"
-    meta = json.loads(f.read_text())
-    meta["schema_version"] = SCHEMA_VERSION + 1
-    f.write_text(json.dumps(meta))
+    _saved_with_edited_metadata(tmp_path, lambda meta: meta.update(schema_version=SCHEMA_VERSION + 1))
     with pytest.raises(ProfileError, match="schema version"):
         Profile.load(tmp_path / "toy")
 
 
 def test_missing_metadata_key_and_bad_json(tmp_path):
-    _profile().save(tmp_path / "toy")
-    f = tmp_path / "toy" / "metadata.json"
-    meta = json.loads(f.read_text())
-    del meta["device"]
-    f.write_text(json.dumps(meta))
+    f = _saved_with_edited_metadata(tmp_path, lambda meta: meta.pop("device"))
     with pytest.raises(ProfileError, match="lacks device"):
         Profile.load(tmp_path / "toy")
     f.write_text("{not json")
