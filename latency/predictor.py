@@ -2,27 +2,24 @@
 
 Three steps, each with one place in this file:
 
-1. **Part cost** (:class:`PartTable`). Parts are grouped by everything but their
-   widths (op, first, stride, SE, extra, input resolution). Within a group a
-   small cost model ``t = a + b·MACs + c·activation_elements`` (non-negative
-   coefficients, fitted for relative error) carries the shape of the cost
-   between widths, and the ratio ``measured / model`` on the grid points is
-   interpolated linearly in log-width space (nearest grid point outside their
-   hull). The result equals the table on every grid point and follows the
-   MAC/byte scaling between them (widths rarely sit on the grid: mutations
-   scale them by 1.25-2.5 and round to 8). Convolutions whose channel counts
-   are not multiples of the CPU's SIMD block run on a slower path, so the
-   grid holds such widths too and the ratio is interpolated separately over
-   aligned and misaligned grid points (the cost model is fitted on the aligned
-   ones); a part is blended by its fraction of MACs in misaligned convs.
+1. **Part cost** (:class:`PartTable`). Convolution kernels (Conv + BN + ReLU,
+   see :func:`hwnas.models.spaces.base.conv_part`) are looked up in a
+   :class:`_KernelGrid` per position (kernel op, stride, input size): the
+   logarithm of the time is interpolated bilinearly in (log in-width, log
+   out-width) over the measured width grid, and extrapolated linearly beyond
+   it. Convolutions whose channel counts are not multiples of the CPU's SIMD
+   block (16 floats with AVX-512, else 8) run on a slower code path in ONNX
+   Runtime (up to 1.8× here), so the grid holds both families of widths and a
+   kernel is interpolated only from grid points of its own family (in-width
+   aligned or not × out-width aligned or not). Any other part (the head, NB201
+   cell ops) is interpolated within its group (everything but the widths) by
+   a small cost model ``a + b·MACs + c·activation elements`` times the
+   measured/model ratio, interpolated linearly in log-width space.
 2. **Raw sum** of the part costs, plus three network features the calibration may
    use: ``boundary_mb``, the activation megabytes handed into the parts (each
    separately timed part pays for receiving and returning its activations, a
    whole network does not), the number of parts, and ``misaligned_ms``, the
-   part time spent in convolutions whose channel counts are not multiples of
-   the CPU's SIMD block (16 floats with AVX-512, else 8): on the AVX-512
-   machine profiled here ONNX Runtime runs misaligned convs markedly slower
-   (a calibration term for what the part table still misses).
+   part time spent in misaligned convolutions.
 3. **Calibration** (:func:`fit_calibration`): a model fitted on whole networks
    measured end to end while profiling, in the form the data supports (chosen
    by leave-one-out error among affine, affine + boundary bytes, affine +
@@ -35,109 +32,50 @@ Latency is reported per image: batch time / batch.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
-from typing import Iterable, Sequence
+from bisect import bisect_right
+from typing import Iterable
 
 import numpy as np
 from scipy.optimize import nnls
 
 from hwnas.errors import ProfileError
 from hwnas.latency.profile import Profile
-from hwnas.models.spaces.base import Part, get_space
+from hwnas.models.spaces.base import PROJECTION, Part, conv_spec, get_space
 from hwnas.models.structure import Structure
 
-PREDICTOR_VERSION = 1
+PREDICTOR_VERSION = 2
 CALIBRATION_FORMS = ("affine", "boundary", "boundary_count", "loglog", "misaligned", "misaligned_boundary")
 
 
 # --- 1. part cost -------------------------------------------------------------------------------
 
-@lru_cache(maxsize=None)
-def _op_kind(op: str):
-    """(kind, kernel, expansion) of a Zen-NAS block name, or None for any other op."""
-    from hwnas.errors import StructureError
-    from hwnas.models.structure import parse
-
-    try:
-        b = parse(f"{op}(8,8,1,1)" if op.startswith("SuperConv") else f"{op}(8,8,1,8,1)").blocks[0]
-    except StructureError:
-        return None
-    return b.kind, b.kernel, b.expansion
-
-
-@lru_cache(maxsize=1 << 16)
-def _part_units(part: Part, use_se: bool = False):
-    """The units of a Zen-NAS block part (its sub-layer of a one-block structure), or None for other ops."""
-    from hwnas.models.structure import Block
-    from hwnas.models.units import block_units
-
-    kind = _op_kind(part.op)
-    if kind is None:
-        return None
-    k, kernel, expansion = kind
-    block = Block(k, kernel, part.cin, part.cout, part.stride, 1 if part.first else 2,
-                  None if k == "conv" else (part.mid or part.cout), expansion)
-    units = tuple(block_units(block, use_se=use_se and block.is_residual))
-    return units if part.first else units[{"conv": 1, "basic": 1, "bottleneck": 2, "inverted": 2}[k]:]
-
-
-def _block_features(part: Part):
-    """(MACs, input elements, output elements) of a Zen-NAS block part, or None if ``op`` is no block name."""
-    from hwnas.models.units import out_size
-
-    units = _part_units(part, part.se)
-    if units is None:
-        return None
-    h, macs, act = part.resolution, 0, 0
-    for u in units:
-        size = h
-        for c in u.convs:
-            size = out_size(size, c.stride)
-            macs += c.weights * size * size
-            act += c.cout * size * size
-        if u.shortcut == "proj":
-            macs += u.cin * u.cout * size * size
-        h = size
-    return float(macs), float(part.cin * part.resolution ** 2), float(act)
+def _out(size: int, stride: int) -> int:
+    return (size - 1) // max(1, stride) + 1
 
 
 def part_features(part: Part) -> tuple[float, float, float]:
-    """(MACs, input elements, activation elements written) of one part at batch 1.
+    """(MACs, input elements, output elements) of one part at batch 1.
 
-    Exact for Zen-NAS blocks; for other ops (heads, NB201 cells' ops) a
-    width-scaling proxy, which only shapes interpolation between grid widths.
+    Exact for convolution kernels and the head; for other ops (NB201 cell ops,
+    SE) a width-scaling proxy, which only shapes interpolation between grid widths.
     """
-    if part.op != "head":
-        feats = _block_features(part)
-        if feats is not None:
-            return feats
     r_in = part.resolution
-    r_out = max(1, (r_in - 1) // max(1, part.stride) + 1)
+    r_out = _out(r_in, part.stride)
     inp = float(part.cin * r_in * r_in)
+    spec = conv_spec(part)
+    if spec is not None:
+        kernel, groups = spec
+        return float(part.cin // groups * part.cout * kernel * kernel * r_out * r_out), inp, float(part.cout * r_out * r_out)
     if part.op == "head":
         return inp + part.cin * part.cout, inp, float(part.cout)
     macs = float(max(part.cin, 1) * max(part.cout, 1) * r_out * r_out + max(part.mid, 0) * r_out * r_out)
     return macs, inp, float(max(part.cout, 1) * r_out * r_out)
 
 
-def misaligned_fraction(part: Part, block: int) -> float:
-    """Fraction of a Zen-NAS block part's conv MACs in convs with channels not a multiple of ``block``."""
-    from hwnas.models.units import out_size
-
-    units = _part_units(part, False)
-    if units is None:
-        return 0.0
-    h, total, mis = part.resolution, 0, 0
-    for u in units:
-        size = h
-        for c in u.convs:
-            size = out_size(size, c.stride)
-            macs = c.weights * size * size
-            total += macs
-            if c.groups == 1 and c.cin > 3 and (c.cin % block or c.cout % block):
-                mis += macs
-        h = size
-    return mis / total if total else 0.0
+def is_misaligned(part: Part, block: int) -> bool:
+    """Whether a part is a dense convolution with channel counts that are not multiples of ``block``."""
+    spec = conv_spec(part)
+    return spec is not None and spec[1] == 1 and part.cin > 3 and bool(part.cin % block or part.cout % block)
 
 
 def channel_block(metadata: dict) -> int:
@@ -146,12 +84,79 @@ def channel_block(metadata: dict) -> int:
     return 16 if "avx512f" in simd else 8
 
 
+def _table_op(part: Part) -> str:
+    return "conv1" if part.op == PROJECTION else part.op
+
+
 def _group_key(part: Part):
-    return (part.op, bool(part.first), int(part.stride), bool(part.se), str(part.extra), int(part.resolution))
+    return (_table_op(part), bool(part.first), int(part.stride), bool(part.se), str(part.extra), int(part.resolution))
 
 
-def _log_widths(parts: Sequence[Part]) -> np.ndarray:
+def _log_widths(parts) -> np.ndarray:
     return np.log2(np.array([[max(p.cin, 1), max(p.cout, 1), max(p.mid, 1)] for p in parts], dtype=float))
+
+
+class _KernelGrid:
+    """Measured times of one kernel position, interpolated bilinearly in log-log space per width family.
+
+    ``points`` maps (cin, cout) to ms. A family is (cin aligned, cout aligned)
+    for the SIMD ``block`` (a 3-channel input counts as aligned; without a block
+    there is one family; depthwise kernels are keyed (1, channels)). Within a
+    family the grid is the product of the measured in- and out-widths; a product point that was not measured (over
+    the grid's MAC cap) is filled from the nearest measured point, scaled by
+    MACs. A query falls in the family of its own widths (the nearest family
+    that was measured, if its own was not).
+    """
+
+    def __init__(self, points: dict[tuple[int, int], float], block: int | None):
+        self.block = block
+        fams: dict[tuple[bool, bool], dict] = {}
+        for (cin, cout), ms in points.items():
+            fams.setdefault(self._family(cin, cout), {})[(cin, cout)] = ms
+        self.families = {f: self._build(p) for f, p in fams.items()}
+
+    def _family(self, cin: int, cout: int) -> tuple[bool, bool]:
+        if self.block is None:
+            return True, True
+        return cin == 3 or cin % self.block == 0, cout % self.block == 0
+
+    @staticmethod
+    def _build(points: dict):
+        xs = sorted({a for a, _ in points})
+        ys = sorted({b for _, b in points})
+        have = list(points)
+        table = []
+        for a in xs:
+            row = []
+            for b in ys:
+                ms = points.get((a, b))
+                if ms is None:  # over the MAC cap: scale the nearest measured point by MACs
+                    na, nb = min(have, key=lambda q: math.log(q[0] / a) ** 2 + math.log(q[1] / b) ** 2)
+                    ms = points[(na, nb)] * (a * b) / (na * nb)
+                row.append(math.log(ms))
+            table.append(row)
+        return [math.log(a) for a in xs], [math.log(b) for b in ys], table
+
+    @staticmethod
+    def _cell(axis: list, q: float):
+        if len(axis) == 1:
+            return 0, 0, 0.0
+        i = min(max(bisect_right(axis, q) - 1, 0), len(axis) - 2)
+        return i, i + 1, (q - axis[i]) / (axis[i + 1] - axis[i])
+
+    def __call__(self, cin: int, cout: int) -> float:
+        fam = self._family(cin, cout)
+        grid = self.families.get(fam)
+        if grid is None:
+            grid = self.families[min(self.families, key=lambda f: (f[0] != fam[0]) + (f[1] != fam[1]))]
+        xs, ys, t = grid
+        for axis, width in ((xs, cin), (ys, cout)):
+            if len(axis) == 1 and abs(axis[0] - math.log(width)) > 1e-9:
+                raise ProfileError(f"the profile measured this kernel position only at width {round(math.exp(axis[0]))}"
+                                   f", not {width}; its grid does not cover this part of the architecture")
+        i0, i1, u = self._cell(xs, math.log(cin))
+        j0, j1, v = self._cell(ys, math.log(cout))
+        return math.exp((1 - u) * ((1 - v) * t[i0][j0] + v * t[i0][j1]) + u * ((1 - v) * t[i1][j0] + v * t[i1][j1]))
 
 
 class _Interp:
@@ -206,74 +211,40 @@ class _Interp:
 
 
 class _Group:
-    """Cost model and ratio interpolators of one table group.
+    """Cost model ``a + b·MACs + c·activations`` (non-negative, fitted for relative error) and the
+    interpolated measured/model ratio of one group of non-kernel parts."""
 
-    ``fractions`` are the grid points' misaligned MAC fractions (see
-    :func:`misaligned_fraction`). The cost model is fitted on the aligned points
-    (fraction 0); the ratio measured/model is interpolated separately over the
-    aligned points and over the misaligned ones, so a misaligned width takes
-    its ratio only from misaligned grid points (the CPU runs those convs on
-    another code path), and a part with a fraction ``f`` of its MACs in
-    misaligned convs gets ``(1 - f)·aligned ratio + f·misaligned ratio``.
-    A misaligned point's ratio is first freed of its aligned share the same way.
-    """
-
-    def __init__(self, parts: list[Part], ms: np.ndarray, fractions: np.ndarray | None = None):
-        fr = np.zeros(len(parts)) if fractions is None else np.asarray(fractions, dtype=float)
-        aligned = fr == 0
-        if aligned.sum() < 2:  # too few aligned points: one model and one interpolator for all
-            aligned = np.ones(len(parts), dtype=bool)
-            fr = np.zeros(len(parts))
+    def __init__(self, parts: list[Part], ms: np.ndarray):
         feats = np.array([part_features(p) for p in parts])
         design = np.column_stack([np.ones(len(parts)), feats[:, 0] / 1e6, (feats[:, 1] + feats[:, 2]) / 1e6])
-        if aligned.sum() < 3:
+        if len(parts) < 3:
             design = design[:, :2]  # too few points for three coefficients
-        w = 1.0 / ms[aligned]
-        coef, _ = nnls(design[aligned] * w[:, None], ms[aligned] * w)
+        w = 1.0 / ms
+        coef, _ = nnls(design * w[:, None], ms * w)
         if not np.any(coef > 0):
             coef = np.zeros(design.shape[1])
-            coef[0] = float(np.median(ms[aligned]))
+            coef[0] = float(np.median(ms))
         self.coef = coef
-        ratio = ms / np.maximum(design @ coef, 1e-12)
-        x = _log_widths(parts)
-        self.aligned = _Interp(x[aligned], ratio[aligned])
-        self.misaligned = None
-        mis = fr >= 0.25
-        if mis.any():
-            base = np.array([self.aligned(xi) for xi in x[mis]])
-            f = fr[mis]
-            self.misaligned = _Interp(x[mis], (ratio[mis] - (1 - f) * base) / f)
+        self.ratio = _Interp(_log_widths(parts), ms / np.maximum(design @ coef, 1e-12))
 
-    def model_ms(self, part: Part) -> float:
+    def ms(self, part: Part) -> float:
         f = part_features(part)
         row = np.array([1.0, f[0] / 1e6, (f[1] + f[2]) / 1e6])[: len(self.coef)]
-        return float(row @ self.coef)
-
-    def ratio_at(self, part: Part, fraction: float = 0.0) -> float:
-        q = _log_widths([part])[0]
-        r = self.aligned(q)
-        if fraction > 0 and self.misaligned is not None:
-            r = (1 - fraction) * r + fraction * self.misaligned(q)
-        return r
-
-    def ms(self, part: Part, fraction: float = 0.0) -> float:
-        return self.model_ms(part) * self.ratio_at(part, fraction)
+        return float(row @ self.coef) * self.ratio(_log_widths([part])[0])
 
 
 class PartTable:
     """Batch-time cost of any part of a profile's space, from the profile's table.
 
     ``block`` is the device's SIMD block in floats (:func:`channel_block`); with
-    it, and when the grid holds misaligned output widths, misaligned parts are
-    interpolated from misaligned grid points (see :class:`_Group`); otherwise
-    (no block, or a grid of aligned widths only) every part is treated as aligned.
+    it, convolution kernels are interpolated within their width family (see
+    :class:`_KernelGrid`). A projection shortcut is looked up as the 1×1 kernel
+    at its position.
     """
 
     def __init__(self, table, block: int | None = None):
-        if block is not None and not ((table["op"] != "head") & (table["cout"] % block != 0)).any():
-            block = None  # a grid without misaligned widths: nothing to interpolate them from
         self.block = block
-        self._exact: dict[Part, float] = {}
+        self._cache: dict[Part, float] = {}
         groups: dict[tuple, list] = {}
         for row in table.itertuples(index=False):
             part = Part(op=row.op, cin=int(row.cin), cout=int(row.cout), resolution=int(row.resolution),
@@ -282,43 +253,50 @@ class PartTable:
             ms = float(row.median_ms)
             if not (ms > 0 and math.isfinite(ms)):
                 raise ProfileError(f"profile table has a non-positive or non-finite latency for {part}")
-            self._exact[part] = ms
+            self._cache[part] = ms
             groups.setdefault(_group_key(part), []).append((part, ms))
         self._raw_groups = groups
-        self._groups: dict[tuple, _Group] = {}
-        self._cache: dict[Part, float] = dict(self._exact)
-        self._fraction: dict[Part, float] = {}
+        self._measured = tuple(self._cache)
+        self._groups: dict[tuple, object] = {}
 
     def group_keys(self):
         return list(self._raw_groups)
 
-    def fraction(self, part: Part) -> float:
-        """Misaligned MAC fraction of a part for interpolation (0 when the table is not split)."""
-        if self.block is None:
-            return 0.0
-        f = self._fraction.get(part)
-        if f is None:
-            f = self._fraction[part] = misaligned_fraction(part, self.block)
-        return f
+    def _group(self, key, part: Part):
+        group = self._groups.get(key)
+        if group is None:
+            rows = self._raw_groups.get(key)
+            if rows is None:
+                raise ProfileError(
+                    f"the profile has no measurements for op {part.op} (stride={part.stride}, first={part.first}, "
+                    f"se={part.se}) at input resolution {part.resolution}; the profile's grid does not cover this "
+                    "part of the architecture (was it measured for another space?)")
+            spec = conv_spec(rows[0][0])
+            if spec is not None and rows[0][0].op.startswith("dw"):  # depthwise: one width (in = out)
+                group = _KernelGrid({(1, p.cout): ms for p, ms in rows}, self.block)
+            elif spec is not None:
+                group = _KernelGrid({(p.cin, p.cout): ms for p, ms in rows}, self.block)
+            else:
+                group = _Group([p for p, _ in rows], np.array([ms for _, ms in rows]))
+            self._groups[key] = group
+        return group
 
     def ms(self, part: Part) -> float:
         """Batch time (ms) of one part measured in isolation, interpolated between grid widths."""
         hit = self._cache.get(part)
         if hit is not None:
             return hit
-        key = _group_key(part)
-        group = self._groups.get(key)
-        if group is None:
-            rows = self._raw_groups.get(key)
-            if rows is None:
-                raise ProfileError(
-                    f"the profile has no measurements for op {part.op} (first={part.first}, stride={part.stride}, "
-                    f"se={part.se}) at input resolution {part.resolution}; the profile's grid does not cover this "
-                    "part of the architecture")
-            parts = [p for p, _ in rows]
-            group = self._groups[key] = _Group(parts, np.array([m for _, m in rows]),
-                                               np.array([self.fraction(p) for p in parts]))
-        value = max(group.ms(part, self.fraction(part)), 1e-6)
+        group = self._group(_group_key(part), part)
+        if isinstance(group, _KernelGrid):
+            if part.op == PROJECTION and Part("conv1", part.cin, part.cout, part.resolution, part.stride) in self._cache:
+                value = self._cache[Part("conv1", part.cin, part.cout, part.resolution, part.stride)]
+            else:
+                value = group(1 if part.op.startswith("dw") else part.cin, part.cout)
+        else:
+            value = group.ms(part)
+        value = max(value, 1e-6)
+        if len(self._cache) > 1_000_000:  # a long search: keep memory bounded
+            self._cache = {p: self._cache[p] for p in self._measured}
         self._cache[part] = value
         return value
 
@@ -428,27 +406,14 @@ class Predictor:
         # Structure spaces get a per-block fast path (see _structure_features).
         self._structure_space = type(self.space).__name__ == "ZenNASSpace"
         self._block = channel_block(profile.metadata)
-        self._misaligned: dict[Part, float] = {}
-
-    def _parts(self, arch):
-        if isinstance(arch, str):
-            arch = self.space.parse(arch)
-        return self.space.parts(arch)
-
-    def _misaligned_fraction(self, part: Part) -> float:
-        if self.table.block is not None:
-            return self.table.fraction(part)
-        f = self._misaligned.get(part)
-        if f is None:
-            f = self._misaligned[part] = misaligned_fraction(part, self._block)
-        return f
 
     def _part_terms(self, parts) -> tuple[float, float, int, float]:
         total, mb, n, mis = 0.0, 0.0, 0, 0.0
         for part in parts:
             ms = self.table.ms(part)
             total += ms
-            mis += ms * self._misaligned_fraction(part)
+            if is_misaligned(part, self._block):
+                mis += ms
             mb += part.cin * part.resolution * part.resolution
             n += 1
         return total, mb * self._boundary_mb_per_elem, n, mis
@@ -464,7 +429,7 @@ class Predictor:
     def _structure_features(self, arch) -> tuple[float, float, int, float]:
         """features() of a Zen-NAS structure from per-block terms cached by (block, input size).
 
-        The same parts as ``ZenNASSpace.parts`` (one per sub-layer, then the head);
+        The same parts as ``ZenNASSpace.parts`` (every block's kernels, then the head);
         a test checks both paths agree. Mutants share most blocks with their
         parents, so a search mostly hits this cache.
         """
@@ -476,10 +441,9 @@ class Predictor:
             terms = cache.get((b, h))
             h_out = (h - 1) // b.stride + 1
             if terms is None:
-                parts = [Part(op=b.name, cin=b.in_channels if i == 0 else b.out_channels, cout=b.out_channels,
-                              resolution=h if i == 0 else h_out, stride=b.stride if i == 0 else 1,
-                              mid=b.mid or 0, first=i == 0) for i in range(b.sub_layers)]
-                terms = cache[(b, h)] = self._part_terms(parts)
+                if len(cache) > 500_000:
+                    cache.clear()
+                terms = cache[(b, h)] = self._block_terms(b, h)
             total += terms[0]
             mb += terms[1]
             n += terms[2]
@@ -490,6 +454,19 @@ class Predictor:
             head = cache[("head", arch.blocks[-1].out_channels, h)] = self._part_terms(
                 [Part(op="head", cin=arch.blocks[-1].out_channels, cout=self.space.num_classes, resolution=h)])
         return total + head[0], mb + head[1], n + head[2], mis + head[3]
+
+    def _block_terms(self, b, h) -> tuple[float, float, int, float]:
+        """_part_terms of one block's kernels. Sub-layers after the first are identical (same widths, stride
+        1), so a block of L > 2 sub-layers is its first sub-layer plus L - 1 times the second."""
+        if b.sub_layers <= 2:
+            return self._part_terms(self.space.block_parts(b, h))
+        cache = self._block_cache
+        one, two = (b.with_(sub_layers=1), h), (b.with_(sub_layers=2), h)
+        for key in (one, two):
+            if key not in cache:
+                cache[key] = self._part_terms(self.space.block_parts(*key))
+        t1, t2, k = cache[one], cache[two], b.sub_layers - 1
+        return tuple(x + k * (y - x) for x, y in zip(t1, t2))
 
     def calibrate(self, s, b, n, m=None):
         if self.form is None:

@@ -369,6 +369,7 @@ class Evolution:
         self.elapsed_s = 0.0
         self._pool = None
         self._scorer = None
+        self._threads: int | None = None  # set by _open
         self._session_start = time.perf_counter()
         self._base_elapsed = 0.0
         self._accepted = 0  # accepted rows of the history, for the progress bar
@@ -414,19 +415,25 @@ class Evolution:
     # ---- scoring back ends
 
     def _open(self) -> None:
+        import torch
+
         c = self.config
+        # The thread count scoring runs with is kept: a channels-last convolution's float sums depend on it
+        # (~1e-6 relative), so the summary re-scores the best structure with the same count.
         if self.ray_address:
+            self._threads = 1
             self._pool = _RayPool(self.ray_address, scorer_args(c, threads=1))
             return
         if c.workers == 1:
+            self._threads = torch.get_num_threads()
             self._scorer = Scorer.for_config(c)
             return
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        threads = max(1, (os.cpu_count() or 1) // c.workers)
+        self._threads = max(1, (os.cpu_count() or 1) // c.workers)
         self._pool = ProcessPoolExecutor(max_workers=c.workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_worker_init, initargs=(scorer_args(c, threads),))
+                                         initializer=_worker_init, initargs=(scorer_args(c, self._threads),))
 
     def _close(self) -> None:
         if self._pool is not None:
@@ -593,7 +600,13 @@ class Evolution:
         best = max(self.population, key=lambda m: m["score"])  # first of equal scores, as the official code
         arch = self.space.parse(best["structure"])
         metrics = self.checker.measure(arch)  # recomputed from the structure, not carried
-        score, parts, reason = Scorer.for_config(self.config)(best["structure"])
+        import torch
+
+        threads = torch.get_num_threads()
+        try:  # the thread count the search scored with (see _open)
+            score, parts, reason = Scorer.for_config(self.config, threads=self._threads)(best["structure"])
+        finally:
+            torch.set_num_threads(threads)
         accepted = int(hist["accepted"].sum())
         summary = {
             "best_structure": best["structure"],

@@ -1,4 +1,4 @@
-"""Predictor: part-cost interpolation on synthetic tables, calibration recovery, grid coverage."""
+"""Predictor: kernel and part interpolation on synthetic tables, calibration recovery, grid coverage."""
 
 import random
 
@@ -21,25 +21,29 @@ def _table(parts, values):
     return pd.DataFrame(rows)
 
 
-GRID = [Part("SuperResK3K3", w, w, 14, 1, m, False) for w in (32, 64, 128, 256) for m in (w // 4, w // 2, w)]
+WIDTHS = (16, 32, 64, 128, 256)  # aligned for a 16-float SIMD block
+ODD = (8, 24, 40, 72, 136)  # multiples of 8, not of 16
+KGRID = [Part("conv3", a, b, 14, 1) for a in WIDTHS + ODD for b in WIDTHS + ODD]
 
 
-def _macs_by_hand(op_k, w, mid, size):
-    # Non-first sub-layer of SuperResK{k}K{k}: conv k×k w->mid, conv k×k mid->w, at size×size.
-    return op_k * op_k * (w * mid + mid * w) * size * size
+def power_law(p):  # a synthetic device: time = c · cin^0.9 · cout^0.8, 1.8× for misaligned dense convs
+    slow = 1.8 if (p.cin % 16 or p.cout % 16) else 1.0
+    return 1e-4 * p.cin ** 0.9 * p.cout ** 0.8 * slow
 
 
-def test_part_features_macs_match_hand_count():
-    for w, m in ((32, 8), (64, 64), (200, 40)):
-        macs, inp, _ = part_features(Part("SuperResK3K3", w, w, 14, 1, m, False))
-        assert macs == _macs_by_hand(3, w, m, 14)
-        assert inp == w * 14 * 14
+def test_part_features_of_kernels_by_hand():
+    assert part_features(Part("conv3", 64, 24, 14, 1)) == (64 * 24 * 9 * 14 * 14, 64 * 14 * 14, 24 * 14 * 14)
+    assert part_features(Part("conv5", 32, 48, 28, 2))[0] == 32 * 48 * 25 * 14 * 14
+    assert part_features(Part("dwconv7", 96, 96, 15, 2))[0] == 96 * 49 * 8 * 8  # one input channel per group
+    assert part_features(Part("proj", 40, 80, 56, 2))[0] == 40 * 80 * 28 * 28
 
 
-def test_part_features_match_units_for_first_strided_bottleneck():
+@pytest.mark.parametrize("text", ["SuperResK1K5K1(24,64,2,16,2)", "SuperResK3K3(40,24,2,72,3)",
+                                  "SuperResIDWE4K5(16,24,2,32,2)", "SuperConvK3BNRELU(3,32,2,1)"])
+def test_block_kernels_cover_every_conv_and_projection_of_the_block(text):
     from hwnas.models.structure import parse
 
-    block = parse("SuperResK1K5K1(24,64,2,16,1)").blocks[0]
+    block = parse(text).blocks[0]
     expected, size = 0, 56
     for u in block_units(block):
         h = size
@@ -48,67 +52,100 @@ def test_part_features_match_units_for_first_strided_bottleneck():
             expected += c.weights * h * h
         if u.shortcut == "proj":
             expected += u.cin * u.cout * h * h
-        size = out_size(size, block.stride)
-    assert part_features(Part("SuperResK1K5K1", 24, 64, 56, 2, 16, True))[0] == expected
+        size = h
+    parts = get_space("imagenet224").block_parts(block, 56)
+    assert sum(part_features(p)[0] for p in parts) == expected
 
 
-def test_interpolation_exact_on_grid_points_for_any_values():
+def test_kernel_table_is_exact_on_grid_points_for_any_values():
     rng = np.random.default_rng(0)
-    values = rng.uniform(0.1, 5.0, len(GRID))
-    table = PartTable(_table(GRID, values))
-    for p, v in zip(GRID, values):
+    values = rng.uniform(0.1, 5.0, len(KGRID))
+    table = PartTable(_table(KGRID, values), block=16)
+    for p, v in zip(KGRID, values):
         assert table.ms(p) == pytest.approx(v, rel=1e-12)
 
 
-def test_interpolation_exact_between_grid_points_when_cost_follows_the_model():
-    # A synthetic device whose cost is affine in MACs and activation elements: the group
-    # model recovers it, so predictions between grid widths are exact too.
+def test_kernel_interpolation_is_exact_for_a_power_law_within_each_width_family():
+    # log t is linear in (log cin, log cout), so bilinear interpolation in log-log space is exact, and
+    # each family (aligned or not, per side) carries its own 1.8× level.
+    table = PartTable(_table(KGRID, [power_law(p) for p in KGRID]), block=16)
+    for a, b in ((48, 96), (192, 20 * 8), (56, 104), (48, 104), (104, 48), (512, 512), (264, 8)):
+        p = Part("conv3", a, b, 14, 1)
+        assert table.ms(p) == pytest.approx(power_law(p), rel=1e-9), p
+    # Without a SIMD block every point is one family: a misaligned width lands between aligned neighbours.
+    plain = PartTable(_table(KGRID, [power_law(p) for p in KGRID]))
+    p = Part("conv3", 104, 104, 14, 1)
+    assert plain.ms(p) < 0.99 * power_law(p)
+
+
+def test_kernel_points_over_the_mac_cap_are_filled_by_mac_scaling():
+    grid = [p for p in KGRID if p.cin * p.cout <= 64 * 256]  # the largest pairs were "not measured"
+    table = PartTable(_table(grid, [part_features(p)[0] * 1e-8 for p in grid]), block=16)
+    p = Part("conv3", 192, 192, 14, 1)  # between unmeasured corners: MAC-proportional cost is recovered
+    assert table.ms(p) == pytest.approx(part_features(p)[0] * 1e-8, rel=1e-9)
+
+
+def test_projection_is_looked_up_as_the_1x1_kernel():
+    grid = [Part("conv1", a, b, 28, 2) for a in WIDTHS for b in WIDTHS]
+    table = PartTable(_table(grid, [power_law(p) for p in grid]), block=16)
+    assert table.ms(Part("proj", 64, 128, 28, 2)) == table.ms(Part("conv1", 64, 128, 28, 2))
+    assert table.ms(Part("proj", 96, 48, 28, 2)) == pytest.approx(power_law(Part("conv1", 96, 48, 28, 2)))
+
+
+def test_depthwise_kernels_interpolate_over_their_one_width():
+    grid = [Part("dwconv5", w, w, 28, 2) for w in WIDTHS + ODD]
+    table = PartTable(_table(grid, [1e-3 * p.cout ** 1.1 * (1.5 if p.cout % 16 else 1) for p in grid]), block=16)
+    for w in (48, 96, 56, 104):
+        assert table.ms(Part("dwconv5", w, w, 28, 2)) == pytest.approx(1e-3 * w ** 1.1 * (1.5 if w % 16 else 1))
+
+
+def test_a_position_measured_only_for_the_stem_refuses_other_input_widths():
+    stem = [Part("conv3", 3, w, 32, 1) for w in WIDTHS]
+    table = PartTable(_table(stem, [0.01 * w for w in WIDTHS]), block=16)
+    assert table.ms(Part("conv3", 3, 48, 32, 1)) == pytest.approx(0.48, rel=0.05)
+    with pytest.raises(ProfileError, match="only at width 3"):
+        table.ms(Part("conv3", 64, 64, 32, 1))
+
+
+@pytest.mark.parametrize("name", ["imagenet224", "cifar32"])
+def test_coarse_grid_interpolates_every_part_of_random_networks(name):
+    # A table over the whole coarse grid predicts every part of 300 mutants from points of its own
+    # position and width family (no single-width position answers for a range of widths).
+    space = get_space(name)
+    grid = list(space.grid_parts("coarse"))
+    table = PartTable(_table(grid, [part_features(p)[0] * 1e-8 for p in grid]), block=16)
+    rng = random.Random(0)
+    arch = space.initial()
+    for _ in range(300):
+        arch = space.mutate(arch, rng)
+        for part in space.parts(arch):
+            assert table.ms(part) == pytest.approx(part_features(part)[0] * 1e-8, rel=1e-6), part
+
+
+HEADS = [Part("head", w, 1000, 7) for w in (64, 128, 256, 512, 1024)]
+
+
+def test_other_parts_interpolate_by_cost_model_and_ratio():
     def cost(p):
         macs, inp, act = part_features(p)
         return 0.02 + 3e-9 * macs + 5e-8 * (inp + act)
 
-    table = PartTable(_table(GRID, [cost(p) for p in GRID]))
-    for w, m in ((40, 24), (96, 48), (200, 120), (152, 152)):
-        p = Part("SuperResK3K3", w, w, 14, 1, m, False)
-        assert table.ms(p) == pytest.approx(cost(p), rel=1e-6)
-
-
-def test_interpolation_between_grid_points_is_bounded_by_neighbours_ratio():
-    # Ratios to the model differ per grid point; an off-grid width gets a ratio between its neighbours'.
+    table = PartTable(_table(HEADS, [cost(p) for p in HEADS]))
+    for w in (96, 200, 700):  # an affine device: the group model recovers it between grid widths
+        assert table.ms(Part("head", w, 1000, 7)) == pytest.approx(cost(Part("head", w, 1000, 7)), rel=1e-6)
     rng = np.random.default_rng(1)
-    values = np.array([part_features(p)[0] * 1e-8 for p in GRID]) * rng.uniform(0.8, 1.2, len(GRID))
-    table = PartTable(_table(GRID, values))
-    p = Part("SuperResK3K3", 96, 96, 14, 1, 48, False)
-    lo, hi = table.ms(Part("SuperResK3K3", 64, 64, 14, 1, 32, False)), table.ms(Part("SuperResK3K3", 128, 128, 14, 1, 64, False))
-    assert lo < table.ms(p) < hi
-
-
-def test_misaligned_widths_interpolate_only_from_misaligned_grid_points():
-    # Cost = MACs-proportional; convs with a width not a multiple of 16 cost 1.8x (the AVX-512 slow path).
-    aligned = [Part("SuperResK3K3", w, w, 14, 1, w, False) for w in (32, 64, 128, 256)]
-    misaligned = [Part("SuperResK3K3", w, w, 14, 1, w, False) for w in (40, 72, 136, 264)]
-    grid = aligned + misaligned
-
-    def cost(p):
-        return part_features(p)[0] / 1e6 * (1.8 if p.cout % 16 else 1.0)
-
-    table = PartTable(_table(grid, [cost(p) for p in grid]), block=16)
-    for w in (48, 96, 192):  # aligned off-grid widths follow the aligned points
-        p = Part("SuperResK3K3", w, w, 14, 1, w, False)
-        assert table.ms(p) == pytest.approx(cost(p), rel=1e-6)
-    for w in (56, 104, 200):  # misaligned off-grid widths follow the misaligned points
-        p = Part("SuperResK3K3", w, w, 14, 1, w, False)
-        assert table.ms(p) == pytest.approx(cost(p), rel=1e-6)
-    # Without a SIMD block every point is one population: a misaligned width lands between the two.
-    plain = PartTable(_table(grid, [cost(p) for p in grid]))
-    p = Part("SuperResK3K3", 104, 104, 14, 1, 104, False)
-    assert plain.ms(p) < 0.99 * cost(p)
+    values = np.array([part_features(p)[0] * 1e-7 for p in HEADS]) * rng.uniform(0.8, 1.2, len(HEADS))
+    table = PartTable(_table(HEADS, values))
+    for p, v in zip(HEADS, values):
+        assert table.ms(p) == pytest.approx(v, rel=1e-12)
+    lo, hi = table.ms(HEADS[1]), table.ms(HEADS[2])
+    assert lo < table.ms(Part("head", 192, 1000, 7)) < hi
 
 
 def test_part_outside_the_table_is_a_profile_error():
-    table = PartTable(_table(GRID, np.ones(len(GRID))))
+    table = PartTable(_table(KGRID, np.ones(len(KGRID))))
     with pytest.raises(ProfileError, match="resolution 7"):
-        table.ms(Part("SuperResK3K3", 64, 64, 7, 1, 32, False))
+        table.ms(Part("conv3", 64, 64, 7, 1))
 
 
 def test_calibration_recovers_known_coefficients():
@@ -155,18 +192,15 @@ def test_nb201_grid_holds_every_part_exactly():
             assert part in grid
 
 
-def test_misaligned_fraction_by_hand():
-    from hwnas.latency.predictor import misaligned_fraction
+def test_misaligned_kernels_by_hand():
+    from hwnas.latency.predictor import is_misaligned
 
-    # Non-first SuperResK3K3(w=64, mid=24) at 14x14: conv 64->24 and 24->64, both misaligned for block 16,
-    # both aligned for block 8.
-    p = Part("SuperResK3K3", 64, 64, 14, 1, 24, False)
-    assert misaligned_fraction(p, 16) == 1.0 and misaligned_fraction(p, 8) == 0.0
-    # Non-first SuperResK1K3K1(w=64, mid=32): every conv aligned.
-    assert misaligned_fraction(Part("SuperResK1K3K1", 64, 64, 14, 1, 32, False), 16) == 0.0
-    # Non-first SuperResK1K3K1(w=40, mid=32): convs 40->32 (1x1), 32->32 (3x3), 32->40 (1x1), twice.
-    a, b = 40 * 32, 32 * 32 * 9
-    assert misaligned_fraction(Part("SuperResK1K3K1", 40, 40, 14, 1, 32, False), 16) == pytest.approx(2 * a / (2 * a + b))
+    assert is_misaligned(Part("conv3", 64, 24, 14, 1), 16) and not is_misaligned(Part("conv3", 64, 24, 14, 1), 8)
+    assert is_misaligned(Part("proj", 40, 64, 14, 2), 16)
+    assert not is_misaligned(Part("conv1", 64, 32, 14, 1), 16)
+    assert not is_misaligned(Part("conv3", 3, 24, 224, 2), 16)  # the stem reads 3 channels: its own grid
+    assert not is_misaligned(Part("dwconv5", 40, 40, 14, 1), 16)  # depthwise: one channel per group
+    assert not is_misaligned(Part("head", 40, 1000, 7), 16)
 
 
 def test_misaligned_calibration_recovers_penalty():
@@ -189,7 +223,7 @@ def test_structure_fast_path_equals_generic_parts_path():
     values = [1e-3 + part_features(p)[0] * 1e-8 for p in grid]
     meta = {"name": "synthetic", "space": "imagenet224", "resolution": 224, "backend": "onnxruntime",
             "settings": {"batch": 1, "precision": "fp32"}, "device": {"name": "none", "simd": ["avx512f"]},
-            "calibration": {"form": "misaligned_boundary", "coef": [0.9, 0.3, -0.01, 0.05], "predictor_version": 1}}
+            "calibration": {"form": "misaligned_boundary", "coef": [0.9, 0.3, -0.01, 0.05], "predictor_version": 2}}
     pred = Predictor(Profile(table=_table(grid, values), metadata=meta))
     rng = random.Random(1)
     arch = space.initial()

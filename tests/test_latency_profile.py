@@ -22,7 +22,7 @@ def _profile():
             "settings": {"device": "cpu", "threads": 1, "batch": 1, "precision": "fp32"},
             "device": {"kind": "cpu", "name": "test cpu"}, "versions": {"onnxruntime": "x"},
             "date": "2026-01-01T00:00:00+00:00", "grid": "coarse",
-            "calibration": {"form": "affine", "coef": [1.0, 0.0], "predictor_version": 1}}
+            "calibration": {"form": "affine", "coef": [1.0, 0.0], "predictor_version": 2}}
     return Profile(table=table, metadata=meta)
 
 

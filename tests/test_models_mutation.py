@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hwnas.errors import BudgetError
 from hwnas.models.counts import num_layers, output_resolution
+from hwnas.models.units import out_size
 from hwnas.models.spaces.base import Space, get_space, space_names
 from hwnas.models.spaces.zennas import (
     IDW_TYPES,
@@ -168,32 +169,43 @@ def test_sample_with_an_impossible_budget_is_a_budget_error():
 
 @pytest.mark.parametrize("use_se", [False, True])
 def test_parts_cover_the_network_exactly(use_se):
+    # Every conv, BN, projection and SE of the network is in exactly one part (parameter counts add up),
+    # and each part runs on the input shape it declares and gives the channels and size it declares.
     for space, mutants in ((CIFAR, CIFAR_MUTANTS[::50]), (IMAGENET, IMAGENET_MUTANTS[::50])):
         for m in mutants:
             parts = space.parts(m, use_se=use_se)
-            assert len(parts) == num_layers(m) + 1 and parts[-1].op == "head"
+            assert parts[-1].op == "head"
             with torch.device("meta"):
                 total = 0
-                x = torch.empty(1, 3, space.resolution, space.resolution)
                 for p in parts:
                     module, shape = space.build_part(p)
-                    assert tuple(x.shape[1:]) == shape, p
-                    x = module.eval()(x)
+                    assert shape == (p.cin, p.resolution, p.resolution)
+                    y = module.eval()(torch.empty(1, *shape))
+                    r = out_size(p.resolution, p.stride)
+                    if p.op == "head":
+                        assert tuple(y.shape) == (1, space.num_classes)
+                    elif p.op == "se":
+                        assert tuple(y.shape[1:]) == shape
+                    else:
+                        assert tuple(y.shape[1:]) == (p.cout, r, r), p
                     total += numel(module)
-                assert tuple(x.shape) == (1, space.num_classes)
                 assert total == numel(space.build(m, use_se=use_se))
 
 
-def test_parts_of_a_two_unit_block_are_first_and_repeated_sub_layers():
-    s = parse("SuperConvK3BNRELU(3,8,2,1)SuperResIDWE4K5(8,24,2,16,3)SuperConvK1BNRELU(24,64,1,1)")
+def test_parts_of_a_two_unit_block_are_its_kernels_in_order():
+    s = parse("SuperConvK3BNRELU(3,8,2,1)SuperResIDWE4K5(8,24,2,16,2)SuperConvK1BNRELU(24,64,1,1)")
     parts = IMAGENET.parts(s)
-    assert [(p.op, p.cin, p.cout, p.resolution, p.stride, p.mid, p.first) for p in parts] == [
-        ("SuperConvK3BNRELU", 3, 8, 224, 2, 0, True),
-        ("SuperResIDWE4K5", 8, 24, 112, 2, 16, True),
-        ("SuperResIDWE4K5", 24, 24, 56, 1, 16, False),
-        ("SuperResIDWE4K5", 24, 24, 56, 1, 16, False),
-        ("SuperConvK1BNRELU", 24, 64, 56, 1, 0, True),
-        ("head", 64, 1000, 56, 1, 0, False),
+    assert [(p.op, p.cin, p.cout, p.resolution, p.stride) for p in parts] == [
+        ("conv3", 3, 8, 224, 2),
+        # sub-layer 1, unit 1 (expansion 4 of mid 16 = 64): 1x1, depthwise 5x5 with the stride, 1x1, projection
+        ("conv1", 8, 64, 112, 1), ("dwconv5", 64, 64, 112, 2), ("conv1", 64, 16, 56, 1), ("proj", 8, 16, 112, 2),
+        # unit 2 (expansion 4 of out 24 = 96), projection since 16 != 24
+        ("conv1", 16, 96, 56, 1), ("dwconv5", 96, 96, 56, 1), ("conv1", 96, 24, 56, 1), ("proj", 16, 24, 56, 1),
+        # sub-layer 2: identity shortcuts
+        ("conv1", 24, 64, 56, 1), ("dwconv5", 64, 64, 56, 1), ("conv1", 64, 16, 56, 1), ("proj", 24, 16, 56, 1),
+        ("conv1", 16, 96, 56, 1), ("dwconv5", 96, 96, 56, 1), ("conv1", 96, 24, 56, 1), ("proj", 16, 24, 56, 1),
+        ("conv1", 24, 64, 56, 1),
+        ("head", 64, 1000, 56, 1),
     ]
 
 

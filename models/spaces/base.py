@@ -22,10 +22,10 @@ from hwnas.models.counts import Counts
 class Part:
     """One independently measurable piece of a network: the key of a latency-table row.
 
-    ``op`` names the piece (a block name such as ``SuperResK1K3K1``, ``head``, or
-    a space-specific name). ``first`` marks the first sub-layer of a block (the
-    one with the stride and the projection shortcut). ``mid`` is 0 where the
-    op has no inner width. ``extra`` carries anything else a space needs.
+    ``op`` names the piece: a convolution kernel (see :func:`conv_part`),
+    ``head``, or a space-specific name. ``first`` marks the first sub-layer of
+    a block where a space keys parts by sub-layer. ``mid`` is 0 where the op
+    has no inner width. ``extra`` carries anything else a space needs.
     """
 
     op: str
@@ -37,6 +37,31 @@ class Part:
     first: bool = False
     se: bool = False
     extra: str = ""
+
+
+# Convolution kernels as parts: "conv{k}" is Conv2d(k×k, no bias) + BatchNorm + ReLU, "dwconv{k}" its
+# depthwise form (groups = channels), "proj" a projection shortcut (1×1 conv with bias + BatchNorm). At
+# inference BN folds into the conv and the ReLU fuses with it, so a projection costs what a "conv1" kernel
+# does and is looked up as one.
+PROJECTION = "proj"
+
+
+def conv_part(cin: int, cout: int, kernel: int, stride: int, groups: int, resolution: int) -> Part:
+    """The part of one Conv + BN + ReLU kernel on a ``resolution``² input."""
+    op = f"conv{kernel}" if groups == 1 else f"dwconv{kernel}"
+    return Part(op, cin, cout, resolution, stride)
+
+
+def conv_spec(part: Part) -> tuple[int, int] | None:
+    """(kernel, groups) of a convolution-kernel part (a projection is a 1×1 conv), else None."""
+    op = part.op
+    if op == PROJECTION:
+        return 1, 1
+    if op.startswith("conv") and op[4:].isdigit():
+        return int(op[4:]), 1
+    if op.startswith("dwconv") and op[6:].isdigit():
+        return int(op[6:]), part.cin
+    return None
 
 
 @runtime_checkable

@@ -39,9 +39,9 @@ from typing import Iterator
 from torch import nn
 
 from hwnas.errors import BudgetError, HwnasError
-from hwnas.models.builder import UnitModule, build
+from hwnas.models.builder import BN_EPS, SqueezeExcite, build
 from hwnas.models.counts import Counts, count
-from hwnas.models.spaces.base import Part, register_space
+from hwnas.models.spaces.base import PROJECTION, Part, conv_part, conv_spec, register_space
 from hwnas.models.structure import (
     BASIC,
     BOTTLENECK,
@@ -54,7 +54,7 @@ from hwnas.models.structure import (
     chain,
     parse,
 )
-from hwnas.models.units import block_units, out_size
+from hwnas.models.units import block_units, out_size, se_reduced
 
 WIDTH_RATIOS = (2.5, 2.0, 1.5, 1.25, 1.0, 1 / 1.25, 1 / 1.5, 1 / 2, 1 / 2.5)
 MIN_WIDTH, MAX_WIDTH, WIDTH_BASE = 8, 2048, 8
@@ -82,9 +82,11 @@ CIFAR_INITIAL = (
 GRID_MAX_MACS = 400e6
 GRID_WIDTHS = {
     # Powers of two and, next to each, a width that is a multiple of 8 but not of 16: CPUs with
-    # AVX-512 (ONNX Runtime's 16-float blocks) run such convs on a slower path, so the table needs both.
+    # AVX-512 (ONNX Runtime's 16-float blocks) run such convs on a slower path, so the table needs both
+    # families, each a grid of its own (the predictor interpolates within a family).
     "coarse": (8, 16, 24, 32, 40, 64, 72, 128, 136, 256, 264, 512, 520, 1024, 1032, 2048),
-    "full": (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048),
+    "full": (8, 16, 24, 32, 40, 48, 56, 64, 72, 96, 104, 128, 136, 192, 200, 256, 264, 384, 392, 512, 520,
+             768, 776, 1024, 1032, 1536, 1544, 2048),
 }
 
 
@@ -127,10 +129,6 @@ def split(structure: Structure, threshold: int = SPLIT_THRESHOLD) -> Structure:
         else:
             blocks.append(b)
     return Structure(tuple(blocks))
-
-
-def _units_per_sub_layer(kind: str) -> int:
-    return 2 if kind in (BOTTLENECK, INVERTED) else 1
 
 
 @dataclass(frozen=True)
@@ -198,18 +196,35 @@ class ZenNASSpace:
         return arch
 
     # latency-table parts
+    def block_parts(self, block: Block, resolution: int, use_se: bool = False) -> list[Part]:
+        """The kernels of one block on a ``resolution``² input, in forward order.
+
+        Every convolution with its BN and ReLU is one part (:func:`conv_part`),
+        a projection shortcut one ``proj`` part, an SE module one ``se`` part
+        (``cin`` its channels, ``cout`` the reduced width). Residual additions
+        are not parts: the calibration's per-part terms account for them.
+        """
+        out: list[Part] = []
+        h = resolution
+        for u in block_units(block, use_se=use_se and block.is_residual):
+            size = h
+            for i, c in enumerate(u.convs):
+                out.append(conv_part(c.cin, c.cout, c.kernel, c.stride, c.groups, size))
+                size = out_size(size, c.stride)
+                if i == u.se_after:
+                    out.append(Part("se", c.cout, se_reduced(c.cout), size))
+            if u.shortcut == "proj":
+                out.append(Part(PROJECTION, u.cin, u.cout, h, u.stride))
+            h = size
+        return out
+
     def parts(self, arch: Structure, use_se: bool = False) -> list[Part]:
-        """One part per sub-layer of every block, then the head (pooling + classifier)."""
+        """Every kernel of every block (:meth:`block_parts`), then the head (pooling + classifier)."""
         out: list[Part] = []
         h = self.resolution
         for b in arch.blocks:
-            h_out = out_size(h, b.stride)
-            se = use_se and b.is_residual
-            for i in range(b.sub_layers):
-                out.append(Part(op=b.name, cin=b.in_channels if i == 0 else b.out_channels, cout=b.out_channels,
-                                resolution=h if i == 0 else h_out, stride=b.stride if i == 0 else 1,
-                                mid=b.mid or 0, first=i == 0, se=se))
-            h = h_out
+            out += self.block_parts(b, h, use_se)
+            h = out_size(h, b.stride)
         out.append(Part(op="head", cin=arch.out_channels, cout=self.num_classes, resolution=h))
         return out
 
@@ -217,26 +232,33 @@ class ZenNASSpace:
         shape = (part.cin, part.resolution, part.resolution)
         if part.op == "head":
             return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(part.cin, part.cout)), shape
-        block = _part_block(part)
-        skip = 0 if part.first else _units_per_sub_layer(block.kind)
-        units = list(block_units(block, use_se=part.se and block.is_residual))[skip:]
-        return nn.Sequential(*(UnitModule(u) for u in units)), shape
+        if part.op == "se":
+            return SqueezeExcite(part.cin), shape
+        spec = conv_spec(part)
+        if spec is None:
+            raise HwnasError(f"space {self.name} has no part {part.op!r}")
+        kernel, groups = spec
+        conv = nn.Conv2d(part.cin, part.cout, kernel, part.stride, kernel // 2, groups=groups,
+                         bias=part.op == PROJECTION)
+        tail = [] if part.op == PROJECTION else [nn.ReLU()]
+        return nn.Sequential(conv, nn.BatchNorm2d(part.cout, eps=BN_EPS), *tail), shape
 
     def grid_parts(self, grid: str = "coarse") -> Iterator[Part]:
-        """Parts on a width grid, at the positions (input size, stride) where the space can produce them.
+        """Kernels on a width grid, at every position (kernel, stride, input size) the space can produce.
 
-        Strides never change under mutation, so the initial network fixes every
-        position: the stem; each residual block's first sub-layer at its input
-        size and stride (and, for the blocks a split creates, at stride 1 on the
-        output size); later sub-layers at the output size; the final 1×1 conv
-        (any in × out width) and the head on the last size. Widths come from the
-        grid, inner widths are cout/4, cout/2, cout, a stride-2 first sub-layer
-        reads cout/2 channels. Parts over ``GRID_MAX_MACS`` (per image, more than
-        a whole network of the latency range would spend in one sub-layer) are
-        left out. The coarse grid holds the block group of the initial network
-        (XXBL or IDW), the full grid both.
+        Strides never change under mutation, so the initial network fixes the
+        positions: the kernels of each block type of the grid's group(s) as the
+        first sub-layer of a residual block at its input size and stride (and at
+        stride 1 on its output size, where a split starts a block), as a later
+        sub-layer on the output size, and the stem and the final conv where the
+        initial network has them. At each position every (in, out) width pair
+        of the grid is measured (depthwise kernels: in = out; the stem: in = 3),
+        except kernels over ``GRID_MAX_MACS`` per image (more than a whole
+        network of the latency range spends in one layer). Projection shortcuts
+        are measured as the 1×1 kernel at their position. The head is measured
+        for every grid width. The coarse grid holds the block group of the
+        initial network (XXBL or IDW), the full grid both and more widths.
         """
-
         try:
             widths = GRID_WIDTHS[grid]
         except KeyError:
@@ -245,64 +267,39 @@ class ZenNASSpace:
         residual = [b for b in initial.blocks if b.is_residual]
         groups = {GROUPS[b.kind] for b in residual} if grid == "coarse" else {XXBL_TYPES, IDW_TYPES}
         types = [t for g in groups for t in g]
-        ops = [Block(kind, k, 8, 8, 1, 1, 8, e).name for kind, k, e in types]
+        probes: list[tuple[Block, int]] = []  # blocks whose kernels mark the positions
         h = self.resolution
-        first_slots, later_sizes, convs = set(), set(), []
         for b in initial.blocks:
             h_out = out_size(h, b.stride)
             if b.is_residual:
-                first_slots.update({(h, b.stride), (h_out, 1)})
-                later_sizes.add(h_out)
+                for kind, k, e in types:
+                    for size, stride in ((h, b.stride), (h_out, 1)):
+                        probes.append((Block(kind, k, 16, 16, stride, 2, 16, e), size))
             else:
-                convs.append((b, h))
+                probes.append((b, h))
             h = h_out
         last = h
-
-        def small(part: Part) -> bool:
-            block = _part_block(part)
-            skip = 0 if part.first else _units_per_sub_layer(block.kind)
-            size, macs = part.resolution, 0
-            for u in list(block_units(block))[skip:]:
-                for c in u.convs:
-                    size = out_size(size, c.stride)
-                    macs += c.weights * size * size
-                size = out_size(part.resolution, part.stride)
-            return macs <= GRID_MAX_MACS
-
-        for b, size in convs:
-            if b.in_channels == 3:  # the stem
-                for w in widths:
-                    yield Part(b.name, 3, w, size, b.stride, 0, True)
-            else:  # a 1×1 (or k×k) conv on the trunk: any in × out width
-                for cin in widths:
-                    for w in widths:
-                        part = Part(b.name, cin, w, size, b.stride, 0, True)
-                        if small(part):
-                            yield part
+        # A position may hold a stem (3 input channels) and a block's kernel at once (cifar32's first
+        # block runs at the stem's size and stride): both sets of widths are measured there.
+        positions: set[tuple[str, int, int, str]] = set()
+        for block, size in probes:
+            for p in self.block_parts(block, size):
+                op = "conv1" if p.op == PROJECTION else p.op
+                shape = "stem" if p.cin == 3 else "depthwise" if op.startswith("dw") else "full"
+                positions.add((op, p.stride, p.resolution, shape))
+        for op, stride, size, shape in sorted(positions):
+            kernel = conv_spec(Part(op, 1, 1, size))[0]
+            area = out_size(size, stride) ** 2 * kernel * kernel
+            if shape == "stem":
+                pairs = [(3, w) for w in widths]
+            elif shape == "depthwise":
+                pairs = [(w, w) for w in widths]
+            else:
+                pairs = [(a, w) for a in widths for w in widths if a * w * area <= GRID_MAX_MACS]
+            for cin, cout in pairs:
+                yield Part(op, cin, cout, size, stride)
         for w in widths:
             yield Part("head", w, self.num_classes, last)
-            mids = sorted({round_width(w / 4), round_width(w / 2), w})
-            for op in ops:
-                for mid in mids:
-                    for size, stride in sorted(first_slots):
-                        cin = w // 2 if stride == 2 else w
-                        part = Part(op, cin, w, size, stride, mid, True)
-                        if cin >= MIN_WIDTH and small(part):
-                            yield part
-                    for size in sorted(later_sizes):
-                        part = Part(op, w, w, size, 1, mid, False)
-                        if small(part):
-                            yield part
-
-
-def _part_block(part: Part) -> Block:
-    """The one-block structure whose sub-layer 0 (``first``) or 1 (otherwise) this part is."""
-    sub_layers = 1 if part.first else 2
-    if part.op.startswith("SuperConv"):
-        text = f"{part.op}({part.cin},{part.cout},{part.stride},{sub_layers})"
-    else:
-        text = f"{part.op}({part.cin},{part.cout},{part.stride},{part.mid},{sub_layers})"
-    return parse(text).blocks[0]
 
 
 @register_space("imagenet224")

@@ -16,6 +16,12 @@ the mini-batch standard deviation sqrt(mean_c σ²) of the first pass.
 
 The two passes stay separate: a single batched pass of 2B samples would mix
 both halves into one set of BN batch statistics and change the score.
+
+The network and inputs are in channels-last memory format: oneDNN (CPU) and
+cuDNN run their convolutions without layout reorders then, about 1.5× faster
+per pass on a 2-core CPU at batch 64 × 32² (``benchmarks/bench_proxies.py``).
+The values are the same computation; float32 sums in another order differ
+from the contiguous layout's by ~1e-6 relative.
 """
 
 from __future__ import annotations
@@ -45,8 +51,10 @@ class ZenScore(Proxy):
         net = build_network(space, arch, generator, init="gaussian", device=self.device, dtype=self.dtype,
                             no_residual=True, use_se=bool(self.se))
         net.train()
-        x = gaussian_input(generator, batch, res, self.device, self.dtype)
-        eps = gaussian_input(generator, batch, res, self.device, self.dtype)
+        net = net.to(memory_format=torch.channels_last)
+        x = gaussian_input(generator, batch, res, self.device, self.dtype).contiguous(memory_format=torch.channels_last)
+        eps = gaussian_input(generator, batch, res, self.device, self.dtype).contiguous(
+            memory_format=torch.channels_last)
         bns = [m for m in net.modules() if isinstance(m, _BN)]
         batch_std: dict[int, float] = {}
         hooks = []
