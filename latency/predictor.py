@@ -42,16 +42,13 @@ from hwnas.errors import ProfileError
 from hwnas.latency.profile import Profile
 from hwnas.models.spaces.base import PROJECTION, Part, conv_spec, get_space
 from hwnas.models.structure import Structure
+from hwnas.models.units import out_size
 
 PREDICTOR_VERSION = 2
 CALIBRATION_FORMS = ("affine", "boundary", "boundary_count", "loglog", "misaligned", "misaligned_boundary")
 
 
 # --- 1. part cost -------------------------------------------------------------------------------
-
-def _out(size: int, stride: int) -> int:
-    return (size - 1) // max(1, stride) + 1
-
 
 def part_features(part: Part) -> tuple[float, float, float]:
     """(MACs, input elements, output elements) of one part at batch 1.
@@ -60,12 +57,13 @@ def part_features(part: Part) -> tuple[float, float, float]:
     SE) a width-scaling proxy, which only shapes interpolation between grid widths.
     """
     r_in = part.resolution
-    r_out = _out(r_in, part.stride)
+    r_out = out_size(r_in, part.stride)
     inp = float(part.cin * r_in * r_in)
     spec = conv_spec(part)
     if spec is not None:
         kernel, groups = spec
-        return float(part.cin // groups * part.cout * kernel * kernel * r_out * r_out), inp, float(part.cout * r_out * r_out)
+        macs = part.cin // groups * part.cout * kernel * kernel * r_out * r_out
+        return float(macs), inp, float(part.cout * r_out * r_out)
     if part.op == "head":
         return inp + part.cin * part.cout, inp, float(part.cout)
     macs = float(max(part.cin, 1) * max(part.cout, 1) * r_out * r_out + max(part.mid, 0) * r_out * r_out)
@@ -287,11 +285,8 @@ class PartTable:
         if hit is not None:
             return hit
         group = self._group(_group_key(part), part)
-        if isinstance(group, _KernelGrid):
-            if part.op == PROJECTION and Part("conv1", part.cin, part.cout, part.resolution, part.stride) in self._cache:
-                value = self._cache[Part("conv1", part.cin, part.cout, part.resolution, part.stride)]
-            else:
-                value = group(1 if part.op.startswith("dw") else part.cin, part.cout)
+        if isinstance(group, _KernelGrid):  # a projection reads its 1x1 twin's grid (exact on grid points)
+            value = group(1 if part.op.startswith("dw") else part.cin, part.cout)
         else:
             value = group.ms(part)
         value = max(value, 1e-6)

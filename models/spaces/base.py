@@ -23,9 +23,10 @@ class Part:
     """One independently measurable piece of a network: the key of a latency-table row.
 
     ``op`` names the piece: a convolution kernel (see :func:`conv_part`),
-    ``head``, or a space-specific name. ``first`` marks the first sub-layer of
-    a block where a space keys parts by sub-layer. ``mid`` is 0 where the op
-    has no inner width. ``extra`` carries anything else a space needs.
+    ``head``, or a space-specific name. ``mid`` (an inner width), ``first``
+    and ``se`` (flags) and ``extra`` carry whatever else a space needs to key
+    its parts; the built-in spaces leave them at their defaults (they stay in
+    the key and the table schema).
     """
 
     op: str
