@@ -63,6 +63,12 @@ def test_unknown_profile_exits_2(run):
     assert "Traceback" not in r.stderr
 
 
+def test_zoo_network_of_another_resolution_is_refused_by_name(run):
+    r = _run_main(run, "latency", "predict", "zennet_cifar10_model_size1M_res32")  # default profile: 224x224
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "32x32 network" in r.stderr and "imagenet224 at 224x224" in r.stderr
+
+
 def test_published_refused_for_a_cpu_profile(tmp_path, run):
     from test_latency_profile import _profile
 

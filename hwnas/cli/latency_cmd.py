@@ -18,9 +18,15 @@ def _load_arch(space, value: str):
         lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
         text = lines[0] if lines else ""
     elif "(" not in value and "|" not in value and space.name in ("imagenet224", "cifar32"):
+        from hwnas.errors import ProfileError
         from hwnas.models import zoo
 
-        return zoo.get(value).structure
+        model = zoo.get(value)
+        if model.resolution != space.resolution:
+            raise ProfileError(f"{value} is a {model.resolution}x{model.resolution} network; the profile is for "
+                               f"space {space.name} at {space.resolution}x{space.resolution} (pick a profile of "
+                               "that resolution with --profile)")
+        return model.structure
     return space.parse(text)
 
 
