@@ -100,10 +100,11 @@ class _KernelGrid:
     ``points`` maps (cin, cout) to ms. A family is (cin aligned, cout aligned)
     for the SIMD ``block`` (a 3-channel input counts as aligned; without a block
     there is one family; depthwise kernels are keyed (1, channels)). Within a
-    family the grid is the product of the measured in- and out-widths; a product point that was not measured (over
-    the grid's MAC cap) is filled from the nearest measured point, scaled by
-    MACs. A query falls in the family of its own widths (the nearest family
-    that was measured, if its own was not).
+    family the grid is the product of the measured in- and out-widths; a
+    product point that was not measured (over the grid's MAC cap) is filled
+    from the nearest measured point, scaled by MACs. A query falls in the
+    family of its own widths (the nearest family that was measured, if its own
+    was not); an axis measured at one width only answers for that width.
     """
 
     def __init__(self, points: dict[tuple[int, int], float], block: int | None):
@@ -150,8 +151,9 @@ class _KernelGrid:
         xs, ys, t = grid
         for axis, width in ((xs, cin), (ys, cout)):
             if len(axis) == 1 and abs(axis[0] - math.log(width)) > 1e-9:
-                raise ProfileError(f"the profile measured this kernel position only at width {round(math.exp(axis[0]))}"
-                                   f", not {width}; its grid does not cover this part of the architecture")
+                raise ProfileError(f"the profile measured this kernel position only at width "
+                                   f"{round(math.exp(axis[0]))}, not {width}; its grid does not cover this part "
+                                   "of the architecture")
         i0, i1, u = self._cell(xs, math.log(cin))
         j0, j1, v = self._cell(ys, math.log(cout))
         return math.exp((1 - u) * ((1 - v) * t[i0][j0] + v * t[i0][j1]) + u * ((1 - v) * t[i1][j0] + v * t[i1][j1]))

@@ -419,7 +419,7 @@ class Evolution:
 
         c = self.config
         # The thread count scoring runs with is kept: a channels-last convolution's float sums depend on it
-        # (~1e-6 relative), so the summary re-scores the best structure with the same count.
+        # (up to ~1e-4 relative), so the summary re-scores the best structure with the same count.
         if self.ray_address:
             self._threads = 1
             self._pool = _RayPool(self.ray_address, scorer_args(c, threads=1))

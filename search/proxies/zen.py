@@ -18,10 +18,12 @@ The two passes stay separate: a single batched pass of 2B samples would mix
 both halves into one set of BN batch statistics and change the score.
 
 The network and inputs are in channels-last memory format: oneDNN (CPU) and
-cuDNN run their convolutions without layout reorders then, about 1.5× faster
-per pass on a 2-core CPU at batch 64 × 32² (``benchmarks/bench_proxies.py``).
-The values are the same computation; float32 sums in another order differ
-from the contiguous layout's by ~1e-6 relative.
+cuDNN then convolve without layout reorders, about 1.6× faster per pass on a
+2-core CPU at batch 64 × 32² (``benchmarks/bench_proxies.py``). The values are
+the same computation summed in another float32 order: a single score differs
+from the contiguous layout's by up to ~3e-4 relative, as much as either differs
+from a float64 evaluation (docs/proxies.md), and the order also depends on the
+thread count.
 """
 
 from __future__ import annotations
