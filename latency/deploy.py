@@ -89,10 +89,7 @@ def _read_run_dir(path: Path) -> tuple[str, dict]:
                           "expected a search output folder with best.txt and config.json") from None
     if not isinstance(config, dict):
         raise DeployError(f"{path / 'config.json'}: expected a JSON object")
-    lines = [ln.strip() for ln in (path / "best.txt").read_text().splitlines() if ln.strip()]
-    if not lines:
-        raise DeployError(f"{path / 'best.txt'} is empty; expected the best structure string")
-    return lines[0], config
+    return read_first_line(path / "best.txt"), config
 
 
 def resolve_target(source: str, *, space: str | None = None, num_classes: int | None = None,

@@ -15,8 +15,9 @@ def _load_arch(space, value: str):
     text = value
     path = Path(value)
     if "(" not in value and "|" not in value and path.is_file():
-        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
-        text = lines[0] if lines else ""
+        from hwnas.models.structure import read_first_line
+
+        text = read_first_line(path)
     elif "(" not in value and "|" not in value and space.name in ("imagenet224", "cifar32"):
         from hwnas.errors import ProfileError
         from hwnas.models import zoo
