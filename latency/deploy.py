@@ -699,12 +699,13 @@ def check(directory: str | Path, profile_path: str | Path | None = None, *, tole
     """Measure a deployed artifact under a profile's settings and compare with the profile's prediction.
 
     The profile defaults to the one of the search run the deployment came
-    from. Returns ``predicted_ms`` and ``measured_ms`` (per image: batch time
-    / batch), ``rel_error = measured / predicted - 1`` and
+    from. Returns ``predicted_ms`` and ``measured_ms`` (per image: the batch
+    time, :func:`hwnas.latency.backends.network_ms` of the samples as for
+    whole networks everywhere, / batch), ``rel_error = measured / predicted - 1`` and
     ``within_tolerance``. Settings that differ (runtime, precision, batch,
     space, resolution, classes, SE, device) raise DeployError naming them.
     """
-    from hwnas.latency.backends import get_backend, summarize
+    from hwnas.latency.backends import get_backend, network_ms, summarize
     from hwnas.latency.predictor import Predictor
     from hwnas.latency.profile import Profile
     from hwnas.models.spaces.base import get_space
@@ -738,7 +739,7 @@ def check(directory: str | Path, profile_path: str | Path | None = None, *, tole
         measurement = summarize(engine.time_ms(batch, shape, 20 if warmup is None else warmup,
                                                50 if repeats is None else repeats))
         runtime = f"tensorrt {manifest['tensorrt']['version']} engine on {manifest['tensorrt']['device']}"
-    measured = measurement.median_ms / batch
+    measured = network_ms(measurement) / batch
     rel_error = measured / predicted - 1.0 if predicted > 0 else float("inf")
     return {
         "directory": str(directory),

@@ -5,6 +5,9 @@ Files:
 - ``table.parquet``: one row per measured part (the :class:`~hwnas.models.spaces.base.Part`
   fields) with ``median_ms``, ``p10_ms``, ``p90_ms``, ``repeats`` (batch times,
   drift-corrected, see :mod:`hwnas.latency.profiler`) and ``raw_median_ms``.
+- ``graph.parquet`` (finite spaces profiled with ONNX Runtime on CPU only): the
+  operator counts of the optimized graph of every architecture of the space
+  (see :mod:`hwnas.latency.graph`).
 - ``metadata.json``: schema version, space, device identity, backend and its
   settings (precision, batch, threads, ...), library versions, date, grid,
   profiling time, the end-to-end calibration (form, coefficients, the
@@ -31,6 +34,7 @@ from hwnas.atomic import atomic_write_bytes
 from hwnas.errors import ProfileError
 
 SCHEMA_VERSION = 1
+GRAPH_FILE = "graph.parquet"
 PART_COLUMNS = ["op", "cin", "cout", "resolution", "stride", "mid", "first", "se", "extra"]
 VALUE_COLUMNS = ["median_ms", "p10_ms", "p90_ms", "repeats", "raw_median_ms"]
 REQUIRED_METADATA = ["schema_version", "name", "space", "backend", "settings", "device", "versions", "date",
@@ -75,11 +79,14 @@ def list_profiles() -> list[dict]:
     return out
 
 
-def content_hash(table: pd.DataFrame, metadata: dict) -> str:
-    """SHA-256 of the table's values (canonical CSV) and of the metadata without its ``hash``."""
+def content_hash(table: pd.DataFrame, metadata: dict, graph: pd.DataFrame | None = None) -> str:
+    """SHA-256 of the table's values (canonical CSV), of the graph table if any, and of the metadata without its
+    ``hash``."""
     h = hashlib.sha256()
     canon = table[PART_COLUMNS + VALUE_COLUMNS].sort_values(PART_COLUMNS).reset_index(drop=True)
     h.update(canon.to_csv(index=False, float_format="%.9g").encode())
+    if graph is not None:
+        h.update(graph.sort_values("arch").reset_index(drop=True).to_csv(index=False).encode())
     meta = {k: v for k, v in metadata.items() if k != "hash"}
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     return h.hexdigest()
@@ -90,6 +97,7 @@ class Profile:
     table: pd.DataFrame
     metadata: dict = field(default_factory=dict)
     path: Path | None = None
+    graph: pd.DataFrame | None = None  # graph.parquet, see hwnas.latency.graph
 
     # metadata views
     @property
@@ -170,10 +178,18 @@ class Profile:
         absent = [c for c in PART_COLUMNS + VALUE_COLUMNS if c not in table.columns]
         if absent:
             raise ProfileError(f"profile {path}: table.parquet lacks columns {', '.join(absent)}")
-        if content_hash(table, metadata) != metadata["hash"]:
-            raise ProfileError(f"profile {path}: content hash mismatch: table.parquet or metadata.json was "
-                               "changed or damaged after profiling")
-        return cls(table=table, metadata=metadata, path=path)
+        graph = None
+        if (path / GRAPH_FILE).exists():
+            try:
+                graph = pd.read_parquet(path / GRAPH_FILE)
+            except Exception as err:
+                raise ProfileError(f"profile {path}: unreadable {GRAPH_FILE} ({type(err).__name__}: {err})") from None
+            if "arch" not in graph.columns:
+                raise ProfileError(f"profile {path}: {GRAPH_FILE} lacks the column arch")
+        if content_hash(table, metadata, graph) != metadata["hash"]:
+            raise ProfileError(f"profile {path}: content hash mismatch: table.parquet, {GRAPH_FILE} or "
+                               "metadata.json was changed or damaged after profiling")
+        return cls(table=table, metadata=metadata, path=path, graph=graph)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write table.parquet and metadata.json (each atomically), stamping schema version and hash."""
@@ -183,12 +199,17 @@ class Profile:
         table = self.table[PART_COLUMNS + VALUE_COLUMNS].sort_values(PART_COLUMNS).reset_index(drop=True)
         self.table = table
         self.metadata["parts"] = int(len(table))
-        self.metadata["hash"] = content_hash(table, self.metadata)
+        self.metadata["hash"] = content_hash(table, self.metadata, self.graph)
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=path) as tmp:
             tmp_file = Path(tmp) / "t.parquet"
             table.to_parquet(tmp_file, index=False)
             atomic_write_bytes(path / "table.parquet", tmp_file.read_bytes())
+            if self.graph is not None:
+                self.graph.to_parquet(tmp_file, index=False)
+                atomic_write_bytes(path / GRAPH_FILE, tmp_file.read_bytes())
+            else:
+                (path / GRAPH_FILE).unlink(missing_ok=True)
         atomic_write_bytes(path / "metadata.json",
                            (json.dumps(self.metadata, indent=1, sort_keys=True, default=str) + "\n").encode())
         self.path = path

@@ -10,8 +10,10 @@ Procedure (one backend, fixed settings):
    by (median reference time / reference time nearest in the run) to take out
    the machine's drift over the run (the raw median is kept as well).
 3. Measure ``networks`` random whole networks of the space, spread over its
-   size range, end to end under the same settings (with the reference
-   interleaved the same way), and fit the calibration on them
+   size range, end to end under the same settings, in rounds interleaved
+   across networks (:func:`measure_networks`; a network's batch time is the
+   10th percentile of its samples, :func:`hwnas.latency.backends.network_ms`),
+   and fit the calibration on them
    (:func:`hwnas.latency.predictor.fit_calibration`).
 
 Resumable: every result is appended to ``<out>/journal.jsonl`` (one JSON
@@ -37,12 +39,16 @@ import pandas as pd
 
 from hwnas.errors import HwnasError, ProfileError
 from hwnas.latency import device as device_mod
-from hwnas.latency.backends import get_backend
+from hwnas.latency.backends import CHUNK, Measurement, get_backend, measure_interleaved, network_ms
 from hwnas.latency.profile import PART_COLUMNS, Profile
 from hwnas.models.spaces.base import Part, get_space
 
 REF_EVERY = 25
 RESPREAD = 0.15
+NETWORKS = 40  # calibration networks by default
+# ... and where the graph form applies (it has ~70 coefficients): 400 reached 100% within ±10% in 10-fold CV.
+GRAPH_NETWORKS = 500
+NETWORK_TIMING = "10th percentile of samples taken in rounds interleaved across networks"
 # Size range of the networks sampled for calibration and validation, per space:
 # (counted quantity, low, high). The 224 range is a phone-class CPU target's.
 SIZE_RANGES = {
@@ -97,10 +103,10 @@ def sample_networks(space, n: int, seed: int) -> list:
     return chosen
 
 
-def measure_network(space, arch, backend, **kw):
-    """Batch-time Measurement of a whole network of ``space`` built from ``arch``."""
-    module = space.build(arch)
-    return backend.measure_module(module, (3, space.resolution, space.resolution), **kw)
+def measure_networks(space, archs, backend, on_chunk=None) -> list:
+    """Batch-time Measurements of whole networks of ``space``, timed in rounds interleaved across them."""
+    shape = (3, space.resolution, space.resolution)
+    return measure_interleaved(backend, list(archs), lambda arch: (space.build(arch), shape), on_chunk=on_chunk)
 
 
 class Journal:
@@ -154,22 +160,28 @@ def _reference_part(parts: list[Part]) -> Part:
 
 
 def profile_device(space_name: str, backend_name: str, settings: dict, out: str | os.PathLike, *,
-                   grid: str = "coarse", networks: int = 40, seed: int = 0, max_minutes: float | None = None,
+                   grid: str = "coarse", networks: int | None = None, seed: int = 0,
+                   max_minutes: float | None = None,
                    gpu: str | None = None, progress: bool = True, parts: list[Part] | None = None,
                    name: str | None = None) -> Profile | None:
     """Measure a profile into ``out``; returns it, or None when ``max_minutes`` ran out first (rerun resumes)."""
     from tqdm import tqdm
 
+    from hwnas.latency.graph import supports_graph_features
+
     space = get_space(space_name)
     dev = device_mod.identity(settings.get("device", "cpu"), gpu)
     backend = get_backend(backend_name, **settings)
+    if networks is None:
+        networks = GRAPH_NETWORKS if supports_graph_features(space, backend_name, backend.settings) else NETWORKS
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     grid_parts = list(dict.fromkeys(parts if parts is not None else space.grid_parts(grid)))
     if not grid_parts:
         raise ProfileError(f"space {space_name} has no parts on grid {grid!r}")
     header = {"space": space_name, "backend": backend_name, "settings": backend.settings, "grid": grid,
-              "networks": networks, "seed": seed, "device": dev["name"], "parts": len(grid_parts)}
+              "networks": networks, "seed": seed, "device": dev["name"], "parts": len(grid_parts),
+              "network_timing": NETWORK_TIMING}
     journal = Journal(out / "journal.jsonl", header)
     done = {r["key"] for r in journal.records if r["kind"] in ("part", "network")}
     ref = _reference_part(grid_parts)
@@ -180,7 +192,7 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
     bar = tqdm(total=len(todo), initial=len(todo) - len(pending), disable=not progress, unit="item",
                desc=f"profiling {space_name}", smoothing=0.05)
     since_ref = REF_EVERY
-    for kind, key, obj in pending:
+    for kind, key, obj in [t for t in pending if t[0] == "part"]:
         if deadline is not None and time.monotonic() > deadline:
             bar.close()
             return None
@@ -191,29 +203,46 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
             journal.append({"kind": "ref", "key": _key(ref), "median_ms": m.median_ms, "seconds": time.monotonic() - t})
             since_ref = 0
         t = time.monotonic()
-        if kind == "part":
-            module, shape = space.build_part(obj)
-            m = backend.measure_module(module, shape)
-            if m.spread > RESPREAD:
-                again = backend.measure_module(module, shape)
-                m = min(m, again, key=lambda x: x.spread)
-        else:
-            m = measure_network(space, obj, backend)
-            if m.spread > RESPREAD:
-                again = measure_network(space, obj, backend)
-                m = min(m, again, key=lambda x: x.spread)
+        module, shape = space.build_part(obj)
+        m = backend.measure_module(module, shape)
+        if m.spread > RESPREAD:
+            again = backend.measure_module(module, shape)
+            m = min(m, again, key=lambda x: x.spread)
         journal.append({"kind": kind, "key": key, **m.as_dict(), "seconds": time.monotonic() - t,
                         "ref_index": sum(1 for r in journal.records if r["kind"] == "ref") - 1})
         since_ref += 1
         bar.update(1)
+    nets_todo = [(key, obj) for kind, key, obj in pending if kind == "network"]
+    for start in range(0, len(nets_todo), CHUNK):
+        if deadline is not None and time.monotonic() > deadline:
+            bar.close()
+            return None
+        chunk = nets_todo[start:start + CHUNK]
+        t = time.monotonic()
+        measured = measure_networks(space, [obj for _, obj in chunk], backend)
+        seconds = (time.monotonic() - t) / len(chunk)
+        for (key, _), m in zip(chunk, measured):
+            journal.append({"kind": "network", "key": key, **m.as_dict(), "seconds": seconds})
+        bar.update(len(chunk))
     bar.close()
-    profile = _finalize(space, backend, dev, grid, journal, out, seed, name or out.name)
+    profile = _finalize(space, backend, dev, grid, journal, out, seed, name or out.name, progress)
     (out / "journal.jsonl").unlink(missing_ok=True)
     return profile
 
 
-def _finalize(space, backend, dev, grid, journal: Journal, out: Path, seed: int, name: str) -> Profile:
-    from hwnas.latency.predictor import Predictor, fit_calibration
+def _network_record(m: dict) -> dict:
+    """A measured calibration network as the profile stores it (``m``: a Measurement's dict plus ``key``)."""
+    return {"arch": m["key"], "measured_batch_ms": network_ms(_measurement(m)), "median_ms": m["median_ms"],
+            "p10_ms": m["p10_ms"], "p90_ms": m["p90_ms"], "repeats": m["repeats"]}
+
+
+def _measurement(d: dict) -> Measurement:
+    return Measurement(d["median_ms"], d["p10_ms"], d["p90_ms"], d["repeats"])
+
+
+def _finalize(space, backend, dev, grid, journal: Journal, out: Path, seed: int, name: str,
+              progress: bool = False) -> Profile:
+    from hwnas.latency.graph import supports_graph_features
 
     refs = np.array([r["median_ms"] for r in journal.records if r["kind"] == "ref"])
     ref_median = float(np.median(refs))
@@ -226,8 +255,7 @@ def _finalize(space, backend, dev, grid, journal: Journal, out: Path, seed: int,
                          "p10_ms": r["p10_ms"] * f, "p90_ms": r["p90_ms"] * f, "repeats": r["repeats"],
                          "raw_median_ms": r["median_ms"]})
         elif r["kind"] == "network":
-            nets.append({"arch": r["key"], "measured_batch_ms": r["median_ms"] * drift(r),
-                         "raw_batch_ms": r["median_ms"], "p10_ms": r["p10_ms"], "p90_ms": r["p90_ms"]})
+            nets.append(_network_record(r))
     table = pd.DataFrame(rows)
     seconds = float(sum(r.get("seconds", 0.0) for r in journal.records))
     metadata = {
@@ -235,48 +263,82 @@ def _finalize(space, backend, dev, grid, journal: Journal, out: Path, seed: int,
         "backend": backend.name, "settings": backend.settings, "device": dev,
         "versions": {**device_mod.library_versions(), **backend.versions()},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "grid": grid,
-        "timing": "batch time in ms (median over repeats, drift-corrected by an interleaved reference part)",
+        "timing": "batch time in ms; parts: median over repeats, drift-corrected by an interleaved reference "
+                  f"part; whole networks: {NETWORK_TIMING}",
         "reference": {"part": next((json.loads(r["key"]) for r in journal.records if r["kind"] == "ref"), None),
                       "median_ms": ref_median, "min_ms": float(refs.min()), "max_ms": float(refs.max()),
                       "count": int(refs.size)},
         "profiling_seconds": round(seconds, 1), "seed": seed, "calibration": {},
     }
-    profile = Profile(table=table, metadata=metadata)
+    graph = None
+    if supports_graph_features(space, backend.name, backend.settings):
+        from hwnas.latency.graph import graph_table
+
+        graph = graph_table(space, backend.settings, progress=progress)
+        metadata["graph"] = {"file": "graph.parquet", "rows": int(len(graph)),
+                             "what": "operator counts of the graph ONNX Runtime optimizes from each architecture"}
+    profile = Profile(table=table, metadata=metadata, graph=graph)
     if len(nets) >= 3:
-        pred = Predictor(profile)
-        feats = [pred.features(space.parse(n["arch"])) for n in nets]
-        s, b, k, mis = (np.array(v, dtype=float) for v in zip(*feats))
-        y = np.array([n["measured_batch_ms"] for n in nets])
-        cal = fit_calibration(s, b, k, y, mis)
-        for n, si, bi, ki, mi in zip(nets, s, b, k, mis):
-            n.update(raw_sum_ms=float(si), boundary_mb=float(bi), parts=int(ki), misaligned_ms=float(mi))
-        cal["networks"] = nets
-        profile.metadata["calibration"] = cal
+        profile.metadata["calibration"] = _calibration(profile, space, nets)
     profile.save(out)
     return profile
 
 
-def recalibrate(path: str | os.PathLike) -> Profile:
-    """Refit a profile's calibration on its stored whole-network measurements with the current predictor.
-
-    Nothing is measured: the table and the networks' measured times stay as
-    they are; only the calibration (and hence the hash) changes.
-    """
+def _calibration(profile: Profile, space, nets: list[dict]) -> dict:
+    """Fit the calibration of ``profile`` (its table and graph table) on measured whole networks."""
     from hwnas.latency.predictor import Predictor, fit_calibration
 
+    bare = Profile(table=profile.table, metadata={**profile.metadata, "calibration": {}}, graph=profile.graph)
+    pred = Predictor(bare)
+    archs = [space.parse(n["arch"]) for n in nets]
+    feats = [pred.features(a) for a in archs]
+    s, b, k, mis = (np.array(v, dtype=float) for v in zip(*feats))
+    x = graph_ops = None
+    if profile.graph is not None:
+        from hwnas.latency.graph import GraphFeatures
+
+        features = GraphFeatures(space, profile.graph)
+        x, graph_ops = np.array([features(a) for a in archs]), features.ops
+    cal = fit_calibration(s, b, k, np.array([n["measured_batch_ms"] for n in nets]), mis, x=x)
+    if graph_ops is not None:
+        cal["graph_ops"] = graph_ops
+    for n, si, bi, ki, mi in zip(nets, s, b, k, mis):
+        n.update(raw_sum_ms=float(si), boundary_mb=float(bi), parts=int(ki), misaligned_ms=float(mi))
+    cal["networks"] = nets
+    return cal
+
+
+def recalibrate(path: str | os.PathLike, remeasure: bool = False, progress: bool = False) -> Profile:
+    """Refit a profile's calibration on its whole networks with the current predictor, in place.
+
+    Without ``remeasure`` nothing is measured: the table and the networks'
+    stored times stay as they are. With it, the stored networks are measured
+    again end to end (:func:`measure_networks`) with the profile's backend and
+    settings — on the profiled device only — and the fit uses the new times.
+    The table (the parts) is never re-measured; the hash changes.
+    """
     profile = Profile.load(path)
     nets = profile.calibration.get("networks", [])
     if len(nets) < 3:
         raise ProfileError(f"profile {profile.name} stores {len(nets)} measured networks; 3 or more are needed")
     space = get_space(profile.space)
-    bare = Profile(table=profile.table, metadata={**profile.metadata, "calibration": {}})
-    pred = Predictor(bare)
-    feats = [pred.features(space.parse(n["arch"])) for n in nets]
-    s, b, k, mis = (np.array(v, dtype=float) for v in zip(*feats))
-    cal = fit_calibration(s, b, k, np.array([n["measured_batch_ms"] for n in nets]), mis)
-    for n, si, bi, ki, mi in zip(nets, s, b, k, mis):
-        n.update(raw_sum_ms=float(si), boundary_mb=float(bi), parts=int(ki), misaligned_ms=float(mi))
-    cal["networks"] = nets
-    profile.metadata["calibration"] = cal
+    if remeasure:
+        here = device_mod.identity(profile.settings.get("device", "cpu"))["name"]
+        there = profile.metadata.get("device", {}).get("name")
+        if here != there:
+            raise ProfileError(f"profile {profile.name} was measured on {there}; this machine has {here}, so its "
+                               "networks cannot be re-measured here")
+        from tqdm import tqdm
+
+        backend = get_backend(profile.backend, **profile.settings)
+        bar = tqdm(total=len(nets), disable=not progress, unit="net", desc="re-measuring")
+        measured = measure_networks(space, [space.parse(n["arch"]) for n in nets], backend,
+                                    on_chunk=lambda done, _: bar.update(len(done)))
+        bar.close()
+        nets = [_network_record({"key": n["arch"], **m.as_dict()}) for n, m in zip(nets, measured)]
+        profile.metadata["timing"] = ("batch time in ms; parts: median over repeats, drift-corrected by an "
+                                      f"interleaved reference part; whole networks: {NETWORK_TIMING}")
+        profile.metadata["networks_remeasured"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    profile.metadata["calibration"] = _calibration(profile, space, nets)
     profile.save(profile.path)
     return profile

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from hwnas.errors import HwnasError, ProfileError
-from hwnas.latency.backends import get_backend
+from hwnas.latency.backends import get_backend, network_ms
 from hwnas.latency.predictor import Predictor
 from hwnas.latency.profile import Profile
-from hwnas.latency.profiler import measure_network, sample_networks
+from hwnas.latency.profiler import measure_networks, sample_networks
 from hwnas.models.spaces.base import get_space
 
 
@@ -33,14 +33,14 @@ def backend_for(profile: Profile):
     return get_backend(profile.backend, **profile.settings)
 
 
-def measure_end_to_end(profile: Profile, arch, backend=None, **kw) -> float:
-    """Per-image latency (ms) of ``arch`` measured whole with the profile's backend and settings."""
+def measure_end_to_end(profile: Profile, arch, backend=None) -> float:
+    """Per-image latency (ms) of ``arch`` measured whole with the profile's backend and settings
+    (:func:`hwnas.latency.backends.network_ms` of its batch time, divided by the batch)."""
     space = get_space(profile.space)
     if isinstance(arch, str):
         arch = space.parse(arch)
-    backend = backend or backend_for(profile)
-    m = measure_network(space, arch, backend, **kw)
-    return m.median_ms / profile.batch
+    m = measure_networks(space, [arch], backend or backend_for(profile))[0]
+    return network_ms(m) / profile.batch
 
 
 def _metrics(pred: np.ndarray, meas: np.ndarray) -> dict:
@@ -98,15 +98,19 @@ def validate(profile: Profile, samples: int = 50, seed: int = 1, plot: str | Non
     # Spread over the size range; a network the calibration was fitted on (rare) is left out.
     archs = [a for a in sample_networks(space, samples, seed) if space.format(a) not in calibrated_on]
     t0 = time.monotonic()
+    bar = tqdm(total=len(archs), disable=not progress, desc="measuring", unit="net")
+    measured = measure_networks(space, archs, backend, on_chunk=lambda done, _: bar.update(len(done)))
+    bar.close()
     rows = []
-    for arch in tqdm(archs, disable=not progress, desc="measuring", unit="net"):
-        measured = measure_end_to_end(profile, arch, backend)
-        rows.append({"arch": space.format(arch), "predicted_ms": predictor.predict_ms(arch), "measured_ms": measured,
+    for arch, m in zip(archs, measured):
+        rows.append({"arch": space.format(arch), "predicted_ms": predictor.predict_ms(arch),
+                     "measured_ms": network_ms(m) / profile.batch, "measured_median_ms": m.median_ms / profile.batch,
                      "flops": space.counts(arch).flops})
     pred = np.array([r["predicted_ms"] for r in rows])
     meas = np.array([r["measured_ms"] for r in rows])
     result = {"profile": profile.name, "hash": profile.hash, "seed": seed, **_metrics(pred, meas),
               "measure_seconds": round(time.monotonic() - t0, 1), "latency": "per image (batch time / batch)",
+              "measured": "10th percentile of samples taken in rounds interleaved across the networks",
               "networks": rows}
     if plot:
         scatter_plot(pred, meas, plot, f"{profile.name}: n={len(rows)}, "

@@ -80,6 +80,30 @@ def test_published_refused_for_a_cpu_profile(tmp_path, run):
 
 def test_help_has_examples(run):
     for args in (["latency", "predict", "--help"], ["latency", "validate", "--help"], ["profiles", "list", "--help"],
-                 ["profile-device", "--help"]):
+                 ["profile-device", "--help"], ["latency", "recalibrate", "--help"]):
         r = _run_main(run, *args)
         assert r.returncode == 0 and "Example" in r.stdout
+
+
+def test_recalibrate_refits_in_place_and_refuses_to_remeasure_on_another_device(tmp_path, run):
+    import json
+    import shutil
+
+    from hwnas.latency.predictor import CALIBRATION_FORMS
+    from hwnas.latency.profile import Profile
+
+    src = Profile.load("ort-cpu1-b1-cifar32")
+    shutil.copytree(src.path, tmp_path / "p")
+    r = _run_main(run, "latency", "recalibrate", "--profile", str(tmp_path / "p"), "--json", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["form"] in CALIBRATION_FORMS and out["networks"] == len(src.calibration["networks"])
+    refit = Profile.load(tmp_path / "p").calibration  # same table, networks and predictor: the same calibration
+    assert refit["form"] == src.calibration["form"]
+    assert refit["coef"] == pytest.approx(src.calibration["coef"], rel=1e-9)
+    moved = Profile.load(tmp_path / "p")
+    moved.metadata["device"] = {**moved.metadata["device"], "name": "Some Other CPU"}
+    moved.save(tmp_path / "p")
+    r = _run_main(run, "latency", "recalibrate", "--profile", str(tmp_path / "p"), "--remeasure")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "Some Other CPU" in r.stderr and "cannot be re-measured here" in r.stderr

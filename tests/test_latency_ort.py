@@ -20,20 +20,28 @@ def tiny_profile(tmp_path_factory):
     out = tmp_path_factory.mktemp("prof") / "tiny-nb201"
     space = get_space("nb201")
     parts = list(space.grid_parts("coarse"))
-    calls = {"n": 0}
+    calls = {"n": 0, "prepared": 0}
     real_get_backend = profiler.get_backend
 
     def counting_backend(name, **settings):
         backend = real_get_backend(name, **settings)
-        measure = backend.measure_module
+        measure, prepare = backend.measure_module, backend.prepare
 
         def counted(*a, **k):
             calls["n"] += 1
             return measure(*a, **k)
 
-        backend.measure_module = counted
+        def counted_prepare(*a, **k):  # whole networks are prepared and timed in interleaved rounds
+            calls["prepared"] += 1
+            return prepare(*a, **k)
+
+        backend.measure_module, backend.prepare = counted, counted_prepare
         return backend
 
+    # The graph table of a real profile covers all 15,625 cells (minutes); here: the calibration networks and a few.
+    nets = profiler.sample_networks(space, 4, 1_000_003)
+    real_all_archs = type(space).all_archs
+    type(space).all_archs = lambda self: list(dict.fromkeys(nets + list(real_all_archs(self)[:6])))
     profiler.get_backend = counting_backend
     try:
         # First run stops at once (as if killed): only the journal header is written.
@@ -51,20 +59,22 @@ def tiny_profile(tmp_path_factory):
         ref = json.dumps({"kind": "ref", "key": profiler._key(parts[0]), "median_ms": 0.1, "seconds": 0.0})
         with open(out / "journal.jsonl", "a") as f:
             f.write("\n".join([ref] + done) + "\n" + '{"kind": "part", "key": "[tor')
-        calls["n"] = 0
+        calls["n"] = calls["prepared"] = 0
         prof = profiler.profile_device("nb201", "onnxruntime", FAST, out, parts=parts, networks=4, progress=False)
     finally:
         profiler.get_backend = real_get_backend
-    expected_refs = -(-(len(parts) - 3 + 4) // profiler.REF_EVERY)
-    return prof, out, calls["n"], len(parts), expected_refs
+        type(space).all_archs = real_all_archs
+    expected_refs = -(-(len(parts) - 3) // profiler.REF_EVERY)
+    return prof, out, calls, len(parts), expected_refs
 
 
 def test_resume_measures_nothing_twice(tiny_profile):
     prof, out, calls, n_parts, refs = tiny_profile
     assert not (out / "journal.jsonl").exists()
     assert len(prof.table) == n_parts
-    # remaining parts + 4 networks, each measured once or (when noisy) twice, + references
-    assert n_parts - 3 + 4 + refs <= calls <= 2 * (n_parts - 3 + 4) + refs
+    # remaining parts, each measured once or (when noisy) twice, + references; the 4 networks prepared once each
+    assert n_parts - 3 + refs <= calls["n"] <= 2 * (n_parts - 3) + refs
+    assert calls["prepared"] - calls["n"] == 4  # measure_module prepares too
 
 
 def test_profile_metadata_and_calibration(tiny_profile):
@@ -77,6 +87,10 @@ def test_profile_metadata_and_calibration(tiny_profile):
     assert "onnxruntime" in meta["versions"] and "torch" in meta["versions"]
     cal = meta["calibration"]
     assert cal["form"] in ("affine", "boundary", "boundary_count", "loglog") and len(cal["networks"]) == 4
+    # The graph table (ONNX Runtime's optimized graph per architecture) is stored and covers the networks.
+    assert loaded.graph is not None and set(n["arch"] for n in cal["networks"]) <= set(loaded.graph["arch"])
+    assert (loaded.graph.drop(columns="arch") >= 0).all().all() and any(c.endswith(":Conv") for c in loaded.graph.columns)
+    assert all(n["measured_batch_ms"] == n["p10_ms"] for n in cal["networks"])
     assert (loaded.table["p10_ms"] <= loaded.table["median_ms"] + 1e-12).all()
 
 

@@ -1,4 +1,4 @@
-"""``profile-device``, ``hwnas latency predict|validate`` and ``hwnas profiles list``."""
+"""``profile-device``, ``hwnas latency predict|validate|recalibrate`` and ``hwnas profiles list``."""
 
 from __future__ import annotations
 
@@ -52,8 +52,9 @@ def _default_name(backend: str, device: str, gpu: str | None, precision: str, ba
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="CPU intra-op threads.")
 @click.option("--space", default="imagenet224", show_default=True, help="Space whose parts are profiled.")
 @click.option("--grid", type=click.Choice(["coarse", "full"]), default="coarse", show_default=True)
-@click.option("--networks", type=click.IntRange(min=0), default=40, show_default=True,
-              help="Whole networks measured for the calibration.")
+@click.option("--networks", type=click.IntRange(min=0), default=None,
+              help="Whole networks measured for the calibration [40; 500 where the graph calibration form applies: "
+                   "NB201 spaces on onnxruntime CPU].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration networks.")
 @click.option("--cuda-graphs", is_flag=True, help="torch backend on CUDA: replay CUDA graphs.")
 @click.option("--max-minutes", type=float, default=None,
@@ -197,6 +198,36 @@ def validate_cmd(profile_name, samples, seed, plot, published, no_progress, as_j
         return
     keys = ["profile", "n", "mape", "within_5pct", "within_10pct", "spearman", "kendall", "max_abs_error_pct"]
     echo_table([{k: result.get(k) for k in keys}], keys)
+
+
+@latency_group.command("recalibrate")
+@click.option("--profile", "profile_name", default=None, help=PROFILE_HELP)
+@click.option("--remeasure", is_flag=True,
+              help="Measure the profile's calibration networks again first (on the profiled device only).")
+@click.option("--no-progress", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (form, per-form leave-one-out figures, hash).")
+def recalibrate_cmd(profile_name, remeasure, no_progress, as_json) -> None:
+    """Refit a profile's calibration in place on its whole networks (the parts are not re-measured).
+
+    Use it after a predictor change (a profile records the predictor version it
+    was calibrated for), or with --remeasure to time its calibration networks
+    again. The profile's hash changes.
+
+    \b
+    Example:
+      hwnas latency recalibrate --profile profiles/ort-cpu1-b1-nb201 --remeasure
+    """
+    from hwnas.latency.profiler import recalibrate
+
+    profile = recalibrate(_profile(profile_name).path, remeasure=remeasure, progress=not no_progress)
+    cal = profile.calibration
+    out = {"profile": profile.name, "path": str(profile.path), "hash": profile.hash, "form": cal["form"],
+           "networks": len(cal["networks"]), "remeasured": remeasure,
+           **{f"loo_within_10pct_{k}": v["loo_within_10pct"] for k, v in cal["forms"].items()}}
+    if as_json:
+        echo_json({**out, "forms": cal["forms"]})
+    else:
+        echo_table([out], list(out))
 
 
 @click.group("profiles")

@@ -12,7 +12,7 @@ are not dominated by timer resolution). Each run passes a numpy input and
 returns a numpy output, so every timing includes the hand-off of the input and
 output activations; the predictor's calibration accounts for that. With one
 intra-op thread, samples during which the process did not hold the CPU are
-discarded (see ``measure_onnx``).
+discarded (see ``_OrtTimer``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from hwnas.errors import BackendUnavailable, HwnasError
-from hwnas.latency.backends import Measurement, export_onnx, register_backend, summarize
+from hwnas.latency.backends import Measurement, export_onnx, register_backend, timed
 
 
 PREEMPTION_RATIO = 0.9
@@ -69,15 +69,26 @@ class OnnxRuntimeBackend:
         opts.log_severity_level = 3
         return self._ort.InferenceSession(str(path), sess_options=opts, providers=[self._provider])
 
-    def measure_module(self, module, input_shape, *, batch=None, warmup=None, repeats=None) -> Measurement:
+    def prepare(self, module, input_shape, *, batch=None, warmup=None) -> "_OrtTimer":
         batch = int(batch or self.settings["batch"])
-        with tempfile.TemporaryDirectory(prefix="hwnas-ort-") as tmp:
-            path = Path(tmp) / "part.onnx"
-            half = self.settings["precision"] == "fp16"
-            export_onnx(module, tuple(input_shape), batch, path, half=half)
-            return self.measure_onnx(path, batch=batch, warmup=warmup, repeats=repeats)
+        tmp = tempfile.TemporaryDirectory(prefix="hwnas-ort-")
+        try:
+            path = Path(tmp.name) / "part.onnx"
+            export_onnx(module, tuple(input_shape), batch, path, half=self.settings["precision"] == "fp16")
+            return self._prepare_onnx(path, batch, warmup, tmp)
+        except BaseException:
+            tmp.cleanup()
+            raise
+
+    def measure_module(self, module, input_shape, *, batch=None, warmup=None, repeats=None) -> Measurement:
+        timer = self.prepare(module, input_shape, batch=batch, warmup=warmup)
+        return timed(timer, self.repeats if repeats is None else int(repeats))
 
     def measure_onnx(self, path, *, batch=None, warmup=None, repeats=None) -> Measurement:
+        timer = self._prepare_onnx(path, batch, warmup)
+        return timed(timer, self.repeats if repeats is None else int(repeats))
+
+    def _prepare_onnx(self, path, batch=None, warmup=None, tmp=None) -> "_OrtTimer":
         if not Path(path).is_file():
             raise HwnasError(f"no ONNX file at {path}")
         session = self._session(path)
@@ -89,28 +100,39 @@ class OnnxRuntimeBackend:
             raise HwnasError(f"{path}: input {inp.name!r} has a symbolic non-batch dimension {inp.shape}")
         dtype = np.float16 if "float16" in inp.type else np.float32
         feed = {inp.name: np.random.default_rng(0).standard_normal(shape).astype(dtype)}
-        run = session.run
         warmup = self.warmup if warmup is None else int(warmup)
-        repeats = self.repeats if repeats is None else int(repeats)
         # Warm-up, and size each sample so it lasts at least min_sample_ms.
         t0 = time.perf_counter()
         for _ in range(max(1, warmup)):
-            run(None, feed)
+            session.run(None, feed)
         one = (time.perf_counter() - t0) * 1e3 / max(1, warmup)
         inner = max(1, int(np.ceil(self.min_sample_ms / max(one, 1e-6))))
-        # On a shared machine another process may take the core in the middle of a
-        # sample. With one intra-op thread ORT computes on this thread, so a sample
-        # whose process CPU time falls short of its wall time was preempted: it is
-        # dropped and another one taken (up to 4x the repeats).
         check = self.settings["device"] == "cpu" and self.settings["threads"] == 1
-        valid, every = [], []
-        while len(valid) < max(1, repeats) and len(every) < 4 * max(1, repeats):
-            t, c = time.perf_counter(), time.process_time()
-            for _ in range(inner):
-                run(None, feed)
-            wall, cpu = time.perf_counter() - t, time.process_time() - c
-            every.append(wall * 1e3 / inner)
-            if not check or cpu >= PREEMPTION_RATIO * wall:
-                valid.append(wall * 1e3 / inner)
-        samples = valid if len(valid) >= max(3, repeats // 3) else every
-        return summarize(samples)
+        return _OrtTimer(session, feed, inner, check, tmp)
+
+
+class _OrtTimer:
+    """One ORT session. A sample is the mean of ``inner`` back-to-back runs.
+
+    On a shared machine another process may take the core in the middle of a
+    sample. With one intra-op thread ORT computes on the calling thread, so a
+    sample whose process CPU time falls short of its wall time was preempted
+    and is reported invalid (``take_samples`` replaces it).
+    """
+
+    def __init__(self, session, feed, inner: int, check: bool, tmp=None):
+        self.session, self.feed, self.inner, self.check, self._tmp = session, feed, inner, check, tmp
+
+    def sample(self) -> tuple[float, bool]:
+        run, feed = self.session.run, self.feed
+        t, c = time.perf_counter(), time.process_time()
+        for _ in range(self.inner):
+            run(None, feed)
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        return wall * 1e3 / self.inner, not self.check or cpu >= PREEMPTION_RATIO * wall
+
+    def close(self) -> None:
+        self.session = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from hwnas.errors import BackendUnavailable, HwnasError
-from hwnas.latency.backends import Measurement, export_onnx, register_backend, summarize
+from hwnas.latency.backends import Measurement, export_onnx, register_backend, timed
 
 
 def _timing_cache_path() -> Path:
@@ -61,14 +61,18 @@ class TensorRTBackend:
         return {"tensorrt": self._trt.__version__, "torch": self._torch.__version__,
                 "cuda": self._torch.version.cuda}
 
-    def measure_module(self, module, input_shape, *, batch=None, warmup=None, repeats=None) -> Measurement:
+    def prepare(self, module, input_shape, *, batch=None, warmup=None) -> "_TrtTimer":
         batch = int(batch or self.settings["batch"])
         # TRT 11 is strongly typed: an fp16 engine needs an fp16 graph.
         half = self.settings["precision"] == "fp16" and self.major >= 11
         with tempfile.TemporaryDirectory(prefix="hwnas-trt-") as tmp:
             path = Path(tmp) / "part.onnx"
             export_onnx(module, tuple(input_shape), batch, path, dynamic_batch=True, half=half)
-            return self.measure_onnx(path, batch=batch, warmup=warmup, repeats=repeats)
+            return self._prepare_onnx(path, batch, warmup)
+
+    def measure_module(self, module, input_shape, *, batch=None, warmup=None, repeats=None) -> Measurement:
+        timer = self.prepare(module, input_shape, batch=batch, warmup=warmup)
+        return timed(timer, self.repeats if repeats is None else int(repeats))
 
     def build_engine(self, path, batch: int):
         """A serialized engine for the ONNX file at ``path`` with its batch fixed to ``batch``."""
@@ -107,12 +111,15 @@ class TensorRTBackend:
         return engine
 
     def measure_onnx(self, path, *, batch=None, warmup=None, repeats=None) -> Measurement:
+        timer = self._prepare_onnx(path, batch, warmup)
+        return timed(timer, self.repeats if repeats is None else int(repeats))
+
+    def _prepare_onnx(self, path, batch=None, warmup=None) -> "_TrtTimer":
         trt, torch = self._trt, self._torch
         if not Path(path).is_file():
             raise HwnasError(f"no ONNX file at {path}")
         batch = int(batch or self.settings["batch"])
         warmup = self.warmup if warmup is None else int(warmup)
-        repeats = self.repeats if repeats is None else int(repeats)
         runtime = trt.Runtime(self._logger)
         engine = runtime.deserialize_cuda_engine(self.build_engine(path, batch))
         context = engine.create_execution_context()
@@ -132,17 +139,28 @@ class TensorRTBackend:
             buffers.append(buf)
             context.set_tensor_address(name, buf.data_ptr())
         stream = torch.cuda.Stream()
-        with torch.cuda.stream(stream):
-            for _ in range(max(1, warmup)):
-                context.execute_async_v3(stream.cuda_stream)
-            stream.synchronize()
-            samples = []
-            for _ in range(repeats):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record(stream)
-                context.execute_async_v3(stream.cuda_stream)
-                end.record(stream)
-                end.synchronize()
-                samples.append(start.elapsed_time(end))
-        del buffers
-        return summarize(samples)
+        for _ in range(max(1, warmup)):
+            context.execute_async_v3(stream.cuda_stream)
+        stream.synchronize()
+        return _TrtTimer(torch, engine, context, buffers, stream)
+
+
+class _TrtTimer:
+    """An engine, its execution context and device buffers; a sample is one ``execute_async_v3`` between CUDA
+    events recorded on the timer's stream, synchronized on the end event."""
+
+    def __init__(self, torch, engine, context, buffers, stream):
+        self._torch, self._engine, self._context, self._buffers, self._stream = torch, engine, context, buffers, stream
+
+    def sample(self) -> tuple[float, bool]:
+        torch, stream = self._torch, self._stream
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record(stream)
+        self._context.execute_async_v3(stream.cuda_stream)
+        end.record(stream)
+        end.synchronize()
+        return start.elapsed_time(end), True
+
+    def close(self) -> None:
+        self._context = self._engine = None
+        self._buffers = []

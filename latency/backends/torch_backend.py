@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from hwnas.errors import BackendUnavailable, HwnasError
-from hwnas.latency.backends import Measurement, register_backend, summarize
+from hwnas.latency.backends import Measurement, register_backend, timed
 
 
 @register_backend("torch")
@@ -54,11 +54,14 @@ class TorchBackend:
                                  "use --backend onnxruntime or tensorrt for an ONNX file")
 
     def measure_module(self, module, input_shape, *, batch=None, warmup=None, repeats=None) -> Measurement:
+        timer = self.prepare(module, input_shape, batch=batch, warmup=warmup)
+        return timed(timer, self.repeats if repeats is None else int(repeats))
+
+    def prepare(self, module, input_shape, *, batch=None, warmup=None) -> "_TorchTimer":
         torch = self._torch
         s = self.settings
         batch = int(batch or s["batch"])
         warmup = self.warmup if warmup is None else int(warmup)
-        repeats = self.repeats if repeats is None else int(repeats)
         module = module.eval()
         x = torch.randn(batch, *input_shape)
         if s["device"] == "cpu":
@@ -66,12 +69,7 @@ class TorchBackend:
             with torch.inference_mode():
                 for _ in range(max(1, warmup)):
                     module(x)
-                samples = []
-                for _ in range(repeats):
-                    t = time.perf_counter()
-                    module(x)
-                    samples.append((time.perf_counter() - t) * 1e3)
-            return summarize(samples)
+            return _TorchTimer(torch, lambda: module(x), cuda=False)
 
         torch.backends.cudnn.benchmark = True
         dtype = torch.float16 if s["precision"] == "fp16" else torch.float32
@@ -94,12 +92,32 @@ class TorchBackend:
             for _ in range(max(1, warmup)):
                 step()
             torch.cuda.synchronize()
-            samples = []
-            for _ in range(repeats):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                step()
-                end.record()
-                end.synchronize()
-                samples.append(start.elapsed_time(end))
-        return summarize(samples)
+        return _TorchTimer(torch, step, cuda=True)
+
+
+class _TorchTimer:
+    """A module and its input on the backend's device; a sample is one forward pass.
+
+    On CUDA a sample is timed between CUDA events on the current stream and
+    synchronized on the end event before it is read.
+    """
+
+    def __init__(self, torch, step, cuda: bool):
+        self._torch, self._step, self._cuda = torch, step, cuda
+
+    def sample(self) -> tuple[float, bool]:
+        torch = self._torch
+        with torch.inference_mode():
+            if not self._cuda:
+                t = time.perf_counter()
+                self._step()
+                return (time.perf_counter() - t) * 1e3, True
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            self._step()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end), True
+
+    def close(self) -> None:
+        self._step = None
