@@ -1,17 +1,21 @@
 """Predictions per second of the latency predictor on one CPU core.
 
-Three streams of architectures of the profile's space:
+Streams of architectures of the profile's space, all generated before timing:
 
-- ``mutants``: a search-like stream (each a mutant of a random earlier one),
-  every one distinct, predicted one at a time with ``predict_ms``;
-- ``distinct_random``: independent random samples, every one distinct;
-- ``repeat``: the same architectures again (the architecture-level cache).
+- ``mutants``: a search-like stream (each a mutant of one of the last 200),
+  every one distinct, predicted one at a time with ``predict_ms`` after a
+  tenth of the stream warmed the predictor;
+- ``mutants_batch{B}``: the same stream after the same warm-up, predicted with
+  ``predict_many`` in batches of B (a fresh predictor per batch size);
+- ``repeat``: the timed mutants again in one ``predict_many`` call (every
+  block cached);
+- ``cold_mutants``: the whole stream one at a time on a fresh predictor.
 
-Part costs are cached per part (after a part is first seen, its cost is a dict
-lookup), so a warm predictor's cost is dominated by ``space.parts(arch)``.
-The process is pinned to one core.
+The structure predictor caches terms per (block, input size); a distinct
+mutant costs its new blocks (expanded to kernels, interpolated). The process
+is pinned to one core.
 
-Usage: python benchmarks/bench_predictor.py [--profile NAME] [--n 20000] [--json]
+Usage: python benchmarks/bench_predictor.py [--profile NAME] [--n 20000] [--batch 64 1024] [--json]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ def main() -> None:
     ap.add_argument("--profile", default=None)
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", type=int, nargs="*", default=[64, 1024], help="batch sizes of predict_many")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
@@ -59,6 +64,13 @@ def main() -> None:
     for a in timed:
         pred.predict_ms(a)
     out["mutants_per_s"] = len(timed) / (time.perf_counter() - t)
+    for size in args.batch:
+        batched = Predictor(profile)
+        batched.predict_many(warm)
+        t = time.perf_counter()
+        for i in range(0, len(timed), size):
+            batched.predict_many(timed[i:i + size])
+        out[f"mutants_batch{size}_per_s"] = len(timed) / (time.perf_counter() - t)
     t = time.perf_counter()
     pred.predict_many(timed)
     out["repeat_per_s"] = len(timed) / (time.perf_counter() - t)

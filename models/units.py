@@ -76,41 +76,59 @@ def out_size(size: int, stride: int) -> int:
     return (size - 1) // stride + 1
 
 
-def _residual(convs: list[Conv], first: bool, use_se: bool, se_after: int, no_residual: bool) -> Unit:
-    cin, cout, stride = convs[0].cin, convs[-1].cout, max(c.stride for c in convs)
+def _spec(sub_layer: int, convs: tuple, stride: int, first: bool, use_se: bool, se_after: int,
+          no_residual: bool) -> tuple:
+    cin, cout = convs[0][0], convs[-1][1]
     if no_residual:
         shortcut = None
     elif first or cin != cout or stride != 1:
         shortcut = "proj"
     else:
         shortcut = "identity"
-    return Unit(tuple(convs), True, shortcut, se_after if use_se else None)
+    return sub_layer, convs, True, shortcut, se_after if use_se else None, stride
 
 
-def block_units(block: Block, use_se: bool = False, no_residual: bool = False) -> Iterator[Unit]:
-    """Expand one block into its units, in forward order."""
-    k, out, mid = block.kernel, block.out_channels, block.mid
+def unit_specs(block: Block, use_se: bool = False, no_residual: bool = False,
+               sub_layers: int | None = None) -> Iterator[tuple]:
+    """The block → unit rules, stated once: every unit of a block as plain tuples, in forward order.
+
+    Yields ``(sub_layer, convs, residual, shortcut, se_after, stride)`` with
+    ``convs`` a tuple of ``(cin, cout, kernel, stride, groups)``; the other
+    fields are those of :class:`Unit`. :func:`block_units` wraps them in :class:`Unit` and
+    :class:`Conv`; the latency parts read the tuples directly (for speed).
+    ``sub_layers`` expands only the first ``sub_layers`` sub-layers (every
+    sub-layer after the first is the same).
+    """
+    kind, k, out, mid = block.kind, block.kernel, block.out_channels, block.mid
     c = block.in_channels
-    for i in range(block.sub_layers):
+    n = block.sub_layers if sub_layers is None else min(sub_layers, block.sub_layers)
+    if kind == INVERTED:
+        m1, m2 = round8(mid * block.expansion), round8(out * block.expansion)
+    for i in range(n):
         s = block.stride if i == 0 else 1
-        if block.kind == CONV:
-            yield Unit((Conv(c, out, k, s),), False, None)
-        elif block.kind == BASIC:
-            yield _residual([Conv(c, mid, k, s), Conv(mid, out, k)], i == 0, use_se, 0, no_residual)
-        elif block.kind == BOTTLENECK:
-            yield _residual([Conv(c, mid, 1), Conv(mid, mid, k, s), Conv(mid, out, 1)],
-                            i == 0, use_se, 1, no_residual)
-            yield _residual([Conv(out, mid, 1), Conv(mid, mid, k), Conv(mid, out, 1)],
-                            False, use_se, 1, no_residual)
-        elif block.kind == INVERTED:
-            m1, m2 = round8(mid * block.expansion), round8(out * block.expansion)
-            yield _residual([Conv(c, m1, 1), Conv(m1, m1, k, s, groups=m1), Conv(m1, mid, 1)],
-                            i == 0, use_se, 1, no_residual)
-            yield _residual([Conv(mid, m2, 1), Conv(m2, m2, k, groups=m2), Conv(m2, out, 1)],
-                            False, use_se, 1, no_residual)
+        if kind == CONV:
+            yield i, ((c, out, k, s, 1),), False, None, None, s
+        elif kind == BASIC:
+            yield _spec(i, ((c, mid, k, s, 1), (mid, out, k, 1, 1)), s, i == 0, use_se, 0, no_residual)
+        elif kind == BOTTLENECK:
+            yield _spec(i, ((c, mid, 1, 1, 1), (mid, mid, k, s, 1), (mid, out, 1, 1, 1)),
+                        s, i == 0, use_se, 1, no_residual)
+            yield _spec(i, ((out, mid, 1, 1, 1), (mid, mid, k, 1, 1), (mid, out, 1, 1, 1)),
+                        1, False, use_se, 1, no_residual)
+        elif kind == INVERTED:
+            yield _spec(i, ((c, m1, 1, 1, 1), (m1, m1, k, s, m1), (m1, mid, 1, 1, 1)),
+                        s, i == 0, use_se, 1, no_residual)
+            yield _spec(i, ((mid, m2, 1, 1, 1), (m2, m2, k, 1, m2), (m2, out, 1, 1, 1)),
+                        1, False, use_se, 1, no_residual)
         else:  # pragma: no cover - the parser admits no other kind
             raise ValueError(block.kind)
         c = out
+
+
+def block_units(block: Block, use_se: bool = False, no_residual: bool = False) -> Iterator[Unit]:
+    """Expand one block into its units, in forward order (:func:`unit_specs` as :class:`Unit` values)."""
+    for _, convs, residual, shortcut, se_after, _ in unit_specs(block, use_se, no_residual):
+        yield Unit(tuple(Conv(*c) for c in convs), residual, shortcut, se_after)
 
 
 def units(structure: Structure, use_se: bool = False, no_residual: bool = False) -> Iterator[tuple[int, Unit]]:

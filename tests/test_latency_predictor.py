@@ -237,6 +237,138 @@ def test_structure_fast_path_equals_generic_parts_path():
         assert pred.predict_batch_ms(arch) == pytest.approx(expected, rel=1e-12)
 
 
+def _synthetic_predictor(name, calibration):
+    from hwnas.latency.predictor import Predictor
+    from hwnas.latency.profile import Profile
+
+    space = get_space(name)
+    grid = list(space.grid_parts("coarse"))
+    values = [1e-3 + part_features(p)[0] * 1e-8 * (1.5 if p.cin % 16 or p.cout % 16 else 1) for p in grid]
+    meta = {"name": "synthetic", "space": name, "resolution": space.resolution, "backend": "onnxruntime",
+            "settings": {"batch": 1, "precision": "fp32"}, "device": {"name": "none", "simd": ["avx512f"]},
+            "calibration": calibration}
+    return Predictor(Profile(table=_table(grid, values), metadata=meta))
+
+
+def _mutant_stream(space, n, seed):
+    # A search-like stream: each a mutant (one or two blocks replaced) of a random recent one, all distinct,
+    # with both long blocks (split) and every block kind of the space.
+    rng = random.Random(seed)
+    pool, seen = [space.initial()], set()
+    while len(pool) < n:
+        child = space.mutate(rng.choice(pool[-30:]), rng, num_blocks=rng.choice((1, 2)))
+        if child not in seen:
+            seen.add(child)
+            pool.append(child)
+    return pool
+
+
+def _generic_ms(pred, space, arch):
+    s, b, n, m = pred._part_terms(space.parts(arch))
+    if pred.form is None:
+        return s / pred.batch
+    return apply_calibration(pred.form, pred.coef, s, b, n, m)[0] / pred.batch
+
+
+@pytest.mark.parametrize("name", ["imagenet224", "cifar32"])
+@pytest.mark.parametrize("source", ["synthetic", "shipped"])
+def test_batch_path_equals_one_at_a_time_equals_generic_path(name, source):
+    from hwnas.latency.predictor import Predictor
+    from hwnas.latency.profile import Profile
+
+    def make():
+        if source == "shipped":
+            return Predictor(Profile.load(f"ort-cpu1-b1-{name}"))
+        return _synthetic_predictor(name, {"form": "misaligned_boundary", "coef": [0.9, 0.3, -0.01, 0.05],
+                                           "predictor_version": 2})
+
+    space = get_space(name)
+    archs = _mutant_stream(space, 400, seed=7)
+    reference = make()  # generic per-part path only
+    generic = np.array([_generic_ms(reference, space, a) for a in archs])
+    one = make()
+    singles = np.array([one.predict_ms(a) for a in archs])
+    batched = make()
+    sizes, out, i = (1, 7, 64, 200), [], 0
+    while i < len(archs):
+        size = sizes[len(out) % len(sizes)]
+        out.append(batched.predict_many(archs[i:i + size]))
+        i += size
+    np.testing.assert_allclose(singles, generic, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(np.concatenate(out), generic, rtol=1e-9, atol=0)
+    # Again, now from the caches (and mixed with the one-at-a-time path's cache).
+    np.testing.assert_allclose(batched.predict_many(archs[::-1]), generic[::-1], rtol=1e-9, atol=0)
+    np.testing.assert_allclose([batched.predict_ms(a) for a in archs[:50]], generic[:50], rtol=1e-9, atol=0)
+    for a, g in zip(archs[:50], generic[:50]):
+        s, b, n, m = one.features(a)
+        assert (s, b, n, m) == pytest.approx(reference._part_terms(space.parts(a)), rel=1e-12)
+        assert isinstance(n, int)
+
+
+@pytest.mark.parametrize("name", ["imagenet224", "cifar32"])
+def test_batch_path_stays_exact_across_cache_evictions(name):
+    pred = _synthetic_predictor(name, {})  # uncalibrated: the raw sum
+    space = get_space(name)
+    pred.block_cache_limit = 40  # starts over every few batches
+    archs = _mutant_stream(space, 300, seed=3)
+    generic = np.array([_generic_ms(pred, space, a) for a in archs])
+    got = np.concatenate([pred.predict_many(archs[i:i + 25]) for i in range(0, len(archs), 25)])
+    np.testing.assert_allclose(got, generic, rtol=1e-9, atol=0)
+    assert len(pred._row_of) <= 40 + 25 * (max(len(a.blocks) for a in archs) + 1)
+    np.testing.assert_allclose([pred.predict_ms(a) for a in archs], generic, rtol=1e-9, atol=0)
+
+
+def test_batch_path_of_other_spaces_and_mixed_input_is_the_per_architecture_path():
+    from hwnas.latency.predictor import Predictor
+    from hwnas.latency.profile import Profile
+
+    pred = Predictor(Profile.load("ort-cpu1-b1-nb201"))
+    space = get_space("nb201")
+    rng = random.Random(0)
+    archs = [space.sample(rng) for _ in range(20)]
+    np.testing.assert_allclose(pred.predict_many(archs), [pred.predict_ms(a) for a in archs], rtol=1e-12)
+    assert pred.predict_many([]).shape == (0,)
+
+
+def test_block_kernels_are_block_parts_and_keep_sub_layers():
+    from hwnas.models.structure import parse
+
+    space = get_space("imagenet224")
+    for text in ("SuperResK1K5K1(24,64,2,16,4)", "SuperResIDWE4K5(16,24,2,32,3)", "SuperResK3K3(40,40,1,72,5)"):
+        block = parse(text).blocks[0]
+        for use_se in (False, True):
+            kernels = space.block_kernels(block, 56, use_se)
+            assert [Part(*k[1:]) for k in kernels] == space.block_parts(block, 56, use_se)
+            assert sorted({k[0] for k in kernels}) == list(range(block.sub_layers))
+            two = space.block_kernels(block, 56, use_se, sub_layers=2)
+            assert two == [k for k in kernels if k[0] < 2]
+            # every sub-layer after the first has the same kernels
+            later = [[k[1:] for k in kernels if k[0] == i] for i in range(1, block.sub_layers)]
+            assert all(x == later[0] for x in later)
+
+
+def test_many_kernels_at_once_equal_one_at_a_time():
+    # Several positions and families in one call, including a family that was not measured (aligned-only
+    # grid at another position) and depthwise kernels; then the stem-only position refuses other widths.
+    aligned = [Part("conv5", a, b, 28, 2) for a in WIDTHS for b in WIDTHS]
+    dw = [Part("dwconv3", w, w, 14, 1) for w in WIDTHS + ODD]
+    stem = [Part("conv3", 3, w, 32, 1) for w in WIDTHS]
+    grid = KGRID + aligned + dw + stem
+    table = PartTable(_table(grid, [power_law(p) for p in grid]), block=16)
+    rng = random.Random(0)
+    queries = []
+    for _ in range(300):
+        a, b = rng.randrange(8, 400, 8), rng.randrange(8, 400, 8)
+        queries += [Part("conv3", a, b, 14, 1), Part("conv5", a, b, 28, 2),
+                    Part("dwconv3", b, b, 14, 1), Part("conv3", 3, b, 32, 1)]
+    got = table.many_ms([q.op for q in queries], [q.cin for q in queries], [q.cout for q in queries],
+                        [q.resolution for q in queries], [q.stride for q in queries])
+    one = PartTable(_table(grid, [power_law(p) for p in grid]), block=16)
+    np.testing.assert_allclose(got, [one.ms(q) for q in queries], rtol=1e-12, atol=0)
+    with pytest.raises(ProfileError, match="only at width 3"):
+        table.many_ms(["conv3", "conv3"], [3, 64], [16, 64], [32, 32], [1, 1])
+
+
 def test_validation_metrics_by_hand():
     from hwnas.latency.validate import _metrics
 

@@ -54,7 +54,7 @@ from hwnas.models.structure import (
     chain,
     parse,
 )
-from hwnas.models.units import block_units, out_size, se_reduced
+from hwnas.models.units import out_size, se_reduced, unit_specs
 
 WIDTH_RATIOS = (2.5, 2.0, 1.5, 1.25, 1.0, 1 / 1.25, 1 / 1.5, 1 / 2, 1 / 2.5)
 MIN_WIDTH, MAX_WIDTH, WIDTH_BASE = 8, 2048, 8
@@ -88,6 +88,17 @@ GRID_WIDTHS = {
     "full": (8, 16, 24, 32, 40, 48, 56, 64, 72, 96, 104, 128, 136, 192, 200, 256, 264, 384, 392, 512, 520,
              768, 776, 1024, 1032, 1536, 1544, 2048),
 }
+
+
+_CONV_OPS: dict[tuple[int, bool], str] = {}
+
+
+def _conv_op(kernel: int, depthwise: bool) -> str:
+    """The part op of a conv kernel (the name :func:`conv_part` gives it), memoized."""
+    op = _CONV_OPS.get((kernel, depthwise))
+    if op is None:
+        op = _CONV_OPS[(kernel, depthwise)] = conv_part(2, 2, kernel, 1, 2 if depthwise else 1, 1).op
+    return op
 
 
 def round_width(x: float) -> int:
@@ -196,6 +207,32 @@ class ZenNASSpace:
         return arch
 
     # latency-table parts
+    def block_kernels(self, block: Block, resolution: int, use_se: bool = False,
+                      sub_layers: int | None = None) -> list[tuple]:
+        """The parts of :meth:`block_parts` as plain tuples ``(sub_layer, op, cin, cout, resolution, stride)``.
+
+        The fast form the predictor reads (no :class:`Part` objects), from the
+        block's :func:`~hwnas.models.units.unit_specs`; ``sub_layers`` keeps only
+        the parts of the first ``sub_layers`` sub-layers.
+        """
+        out: list[tuple] = []
+        append = out.append
+        ops = _CONV_OPS
+        h = resolution
+        for i, convs, _, shortcut, se_after, stride in unit_specs(block, use_se and block.is_residual,
+                                                                  sub_layers=sub_layers):
+            size = h
+            for j, (cin, cout, kernel, s, groups) in enumerate(convs):
+                op = ops.get((kernel, groups != 1)) or _conv_op(kernel, groups != 1)
+                append((i, op, cin, cout, size, s))
+                size = (size - 1) // s + 1
+                if j == se_after:
+                    append((i, "se", cout, se_reduced(cout), size, 1))
+            if shortcut == "proj":
+                append((i, PROJECTION, convs[0][0], convs[-1][1], h, stride))
+            h = size
+        return out
+
     def block_parts(self, block: Block, resolution: int, use_se: bool = False) -> list[Part]:
         """The kernels of one block on a ``resolution``² input, in forward order.
 
@@ -204,19 +241,8 @@ class ZenNASSpace:
         (``cin`` its channels, ``cout`` the reduced width). Residual additions
         are not parts: the calibration's per-part terms account for them.
         """
-        out: list[Part] = []
-        h = resolution
-        for u in block_units(block, use_se=use_se and block.is_residual):
-            size = h
-            for i, c in enumerate(u.convs):
-                out.append(conv_part(c.cin, c.cout, c.kernel, c.stride, c.groups, size))
-                size = out_size(size, c.stride)
-                if i == u.se_after:
-                    out.append(Part("se", c.cout, se_reduced(c.cout), size))
-            if u.shortcut == "proj":
-                out.append(Part(PROJECTION, u.cin, u.cout, h, u.stride))
-            h = size
-        return out
+        return [Part(op, cin, cout, size, stride) for _, op, cin, cout, size, stride
+                in self.block_kernels(block, resolution, use_se)]
 
     def parts(self, arch: Structure, use_se: bool = False) -> list[Part]:
         """Every kernel of every block (:meth:`block_parts`), then the head (pooling + classifier)."""
