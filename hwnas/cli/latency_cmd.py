@@ -68,8 +68,10 @@ def profile_device_cmd(use_cpu, gpu, backend, precision, batch, threads, space, 
 
     Every part the space can produce on the width grid is timed in isolation
     (warm-up, median over repeats, p10/p90, re-measured when noisy), then
-    --networks random whole networks are timed end to end and the predictor's
-    calibration is fitted on them. Times are batch times; predictions are per
+    --networks random whole networks are timed end to end (in rounds interleaved
+    across networks; the 10th percentile of their samples) and the predictor's
+    calibration is fitted on them; for NB201 on onnxruntime CPU also the
+    optimized-graph table of every cell (the graph calibration form). Times are batch times; predictions are per
     image (batch time / batch). Interrupted runs resume: rerun the same command.
 
     \b
