@@ -323,12 +323,11 @@ def recalibrate(path: str | os.PathLike, remeasure: bool = False, progress: bool
         raise ProfileError(f"profile {profile.name} stores {len(nets)} measured networks; 3 or more are needed")
     space = get_space(profile.space)
     if remeasure:
-        here = device_mod.identity(profile.settings.get("device", "cpu"))["name"]
-        there = profile.metadata.get("device", {}).get("name")
-        if here != there:
-            raise ProfileError(f"profile {profile.name} was measured on {there}; this machine has {here}, so its "
-                               "networks cannot be re-measured here")
         from tqdm import tqdm
+
+        from hwnas.latency.validate import require_profiled_device
+
+        require_profiled_device(profile, "re-measured")
 
         backend = get_backend(profile.backend, **profile.settings)
         bar = tqdm(total=len(nets), disable=not progress, unit="net", desc="re-measuring")

@@ -107,3 +107,5 @@ def test_recalibrate_refits_in_place_and_refuses_to_remeasure_on_another_device(
     r = _run_main(run, "latency", "recalibrate", "--profile", str(tmp_path / "p"), "--remeasure")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "Some Other CPU" in r.stderr and "cannot be re-measured here" in r.stderr
+    r = _run_main(run, "latency", "validate", "--profile", str(tmp_path / "p"), "--samples", "2")
+    assert r.returncode == 2 and "Some Other CPU" in r.stderr and "cannot be measured here" in r.stderr
