@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from itertools import chain, repeat
+from operator import attrgetter
 from typing import Iterable
 
 import numpy as np
@@ -53,6 +54,15 @@ from hwnas.models.units import BlockColumns, out_size
 PREDICTOR_VERSION = 2
 _SIZE_BITS = 20  # the batch path's block codes: row << 40 | input size << 20 | output size
 _SIZE_MASK = (1 << _SIZE_BITS) - 1
+
+
+_BLOCK_FIELDS = ("in_channels", "out_channels", "stride", "sub_layers", "mid", "expansion")
+
+
+def _block_code(row: int, size: int, size_out: int) -> int:
+    if size >= _SIZE_MASK:
+        raise ProfileError(f"input size {size} is too large for the predictor's block cache")
+    return row << 2 * _SIZE_BITS | size << _SIZE_BITS | size_out
 CALIBRATION_FORMS = ("affine", "boundary", "boundary_count", "loglog", "misaligned", "misaligned_boundary", "graph")
 
 
@@ -338,6 +348,8 @@ class PartTable:
         self._groups: dict[tuple, object] = {}
         self._flat = _FlatGrids()
         self._positions: dict = {}
+        self._position_index: dict = {}  # (op, resolution, stride) -> row of _position_rows
+        self._position_rows = np.zeros((64, 5), dtype=np.int64)
 
     def group_keys(self):
         return list(self._raw_groups)
@@ -411,13 +423,21 @@ class PartTable:
         n = len(cin)
         pos = (code * (int(resolution.max()) + 1) + resolution) * (int(stride.max()) + 1) + stride
         positions, first, inverse = np.unique(pos, return_index=True, return_inverse=True)
-        # Per position: the grid id of each of the four width families (-1: not a kernel position).
-        gids = np.full((len(positions), 4), -1, dtype=np.int64)
-        depthwise = np.zeros(len(positions), dtype=bool)
-        for k, (c, r, st) in enumerate(zip(code[first].tolist(), resolution[first].tolist(), stride[first].tolist())):
-            hit = self._position(names[c], r, st)
-            if hit is not None:
-                gids[k], depthwise[k] = hit
+        # Per position: the grid id of each of the four width families (-1: not a kernel position), and
+        # whether it is depthwise, as a row of the memo (_position_rows).
+        index, memo = [], self._position_index
+        for c, r, st in zip(code[first].tolist(), resolution[first].tolist(), stride[first].tolist()):
+            key = (names[c], r, st)
+            i = memo.get(key)
+            if i is None:
+                hit = self._position(*key)
+                i = memo[key] = len(memo)
+                if i >= len(self._position_rows):
+                    self._position_rows = np.concatenate([self._position_rows, np.zeros_like(self._position_rows)])
+                self._position_rows[i] = (-1, -1, -1, -1, 0) if hit is None else (*hit[0], int(hit[1]))
+            index.append(i)
+        table = self._position_rows[index]
+        gids, depthwise = table[:, :4], table[:, 4].astype(bool)
         inverse = inverse.reshape(n)
         widths = np.where(depthwise[inverse], 1, cin)  # depthwise kernels are keyed (1, channels)
         fin, fout = _width_family(widths, cout, self.block)
@@ -593,9 +613,12 @@ class Predictor:
         return self._part_terms(self.space.parts(arch))
 
     def _clear_block_cache(self) -> None:
-        self._row_of: dict = {}  # (block, input size) or ("head", width, size) -> row
+        # Rows by value: input size -> {block: row}, and (width, size) -> row of a head (nested, so that
+        # no key object is kept per block: fewer objects for the garbage collector to walk).
+        self._row_at: dict[int, dict] = {}
+        self._head_row: dict[tuple[int, int], int] = {}
         self._rows = np.empty((1024, 4))
-        self._row_tuples: list[tuple[float, float, float, float]] = []
+        self._row_values: list[float] = []  # the rows again, flat (4 a row): plain floats, no objects for the GC
         # The batch path's index by block object: id(block) -> row << 40 | input size << 20 | output size, and
         # id(last block) -> head row << 20 | size. Every block in it is kept alive in _id_blocks, so an id
         # never names another object while it is cached.
@@ -612,12 +635,10 @@ class Predictor:
         Mutants share most blocks with their parents, so a search mostly hits
         the cache.
         """
-        row_of = self._row_of
-        if len(row_of) > self.block_cache_limit:  # only between batches: rows of a batch stay valid
+        if self.cached_rows > self.block_cache_limit:  # only between batches: rows of a batch stay valid
             self._clear_block_cache()
-            row_of = self._row_of
-        get = row_of.get
-        first_new = len(row_of)
+        row_at, head_row = self._row_at, self._head_row
+        first_new = self.cached_rows
         new: list = []
         rows: list[int] = []
         append = rows.append
@@ -627,22 +648,29 @@ class Predictor:
             starts.append(len(rows))
             h = resolution
             for b in arch.blocks:
-                key = (b, h)
-                r = get(key)
+                at = row_at.get(h)
+                if at is None:
+                    at = row_at[h] = {}
+                r = at.get(b)
                 if r is None:
-                    r = row_of[key] = first_new + len(new)
-                    new.append(key)
+                    r = at[b] = first_new + len(new)
+                    new.append((b, h))
                 append(r)
                 h = (h - 1) // b.stride + 1
-            key = ("head", b.out_channels, h)
-            r = get(key)
+            key = (b.out_channels, h)
+            r = head_row.get(key)
             if r is None:
-                r = row_of[key] = first_new + len(new)
-                new.append(key)
+                r = head_row[key] = first_new + len(new)
+                new.append(("head", *key))
             append(r)
         if new:
             self._add_rows(new)
         return rows, starts
+
+    @property
+    def cached_rows(self) -> int:
+        """Rows in the block cache (blocks at an input size, and heads)."""
+        return len(self._row_values) // 4
 
     def _add_rows(self, keys: list) -> None:
         """Compute and store the rows of new cache keys, in order.
@@ -664,13 +692,13 @@ class Predictor:
             if len(key) == 3:
                 _, width, h = key
                 new[j] = self._part_terms([Part(op="head", cin=width, cout=self.space.num_classes, resolution=h)])
-        used = len(self._row_tuples)
+        used = self.cached_rows
         if used + len(keys) > len(self._rows):
             grown = np.empty((max(2 * len(self._rows), used + len(keys)), 4))
             grown[:used] = self._rows[:used]
             self._rows = grown
         self._rows[used:used + len(keys)] = new
-        self._row_tuples += map(tuple, new.tolist())
+        self._row_values += new.ravel().tolist()
 
     def _dense(self, op: str) -> bool:
         dense = self._dense_ops.get(op)
@@ -703,8 +731,8 @@ class Predictor:
         owner, weight, code, counts, cin, cout, size, stride = [], [], [], [], [], [], [], []
         for (kind, kernel), js in groups.items():
             m = len(js)
-            fields = np.array([(b.in_channels, b.out_channels, b.stride, b.sub_layers, b.mid or 0, b.expansion or 0)
-                               for b, _ in map(keys.__getitem__, js)], dtype=np.int64).T
+            getter = _BLOCK_FIELDS[: 4 if kind == CONV else 6 if kind == INVERTED else 5]
+            fields = np.array(list(map(attrgetter(*getter), (keys[j][0] for j in js))), dtype=np.int64).T
             cols = BlockColumns(kind, kernel, fields[0], fields[1], fields[2], 2,
                                 None if kind == CONV else fields[4], fields[5] if kind == INVERTED else None)
             h = np.array([keys[j][1] for j in js], dtype=np.int64)
@@ -754,14 +782,14 @@ class Predictor:
     def _structure_features(self, arch) -> tuple[float, float, int, float]:
         """features() of one Zen-NAS structure: the sum of its cached rows (see :meth:`_rows_of`)."""
         rows, _ = self._rows_of((arch,))
-        table = self._row_tuples
+        v = self._row_values
         total = mb = n = mis = 0.0
         for r in rows:
-            t = table[r]
-            total += t[0]
-            mb += t[1]
-            n += t[2]
-            mis += t[3]
+            i = 4 * r
+            total += v[i]
+            mb += v[i + 1]
+            n += v[i + 2]
+            mis += v[i + 3]
         return total, mb, int(round(n)), mis
 
     def _structure_features_many(self, archs) -> np.ndarray:
@@ -775,53 +803,70 @@ class Predictor:
         n = len(archs)
         if not n:
             return np.zeros((0, 4))
-        if len(self._row_of) > self.block_cache_limit or len(self._id_code) > self.block_cache_limit:
+        if self.cached_rows > self.block_cache_limit or len(self._id_code) > self.block_cache_limit:
             self._clear_block_cache()  # only between batches: rows of a batch stay valid
-        id_code, id_head, keep, row_of = self._id_code, self._id_head, self._id_blocks, self._row_of
+        id_code, id_head, keep, row_at, head_row = (self._id_code, self._id_head, self._id_blocks, self._row_at,
+                                                    self._head_row)
         blocks_of = [a.blocks for a in archs]
         lens = np.fromiter(map(len, blocks_of), dtype=np.int64, count=n)
         flat = list(chain.from_iterable(blocks_of))
-        codes = np.fromiter(map(id_code.get, map(id, flat), repeat(-1)), dtype=np.int64, count=len(flat))
+        ids = list(map(id, flat))
+        codes = np.fromiter(map(id_code.get, ids, repeat(-1)), dtype=np.int64, count=len(flat))
         ends = np.cumsum(lens)
         starts = ends - lens
         resolution = self.space.resolution
+        new: list = []
+        first_new = self.cached_rows
+        unknown = np.flatnonzero(codes < 0)
+        if unknown.size:
+            # Block objects not seen before the batch: each is looked up by value once, at its first position
+            # (whose predecessor is known by then), then every position reads it by identity again.
+            is_start = np.zeros(len(flat), dtype=bool)
+            is_start[starts] = True
+            is_start = is_start.tolist()
+            _, first = np.unique(np.array(ids, dtype=np.int64)[unknown], return_index=True)
+            for q in np.sort(unknown[first]).tolist():
+                b = flat[q]
+                h = resolution if is_start[q] else id_code[ids[q - 1]] & _SIZE_MASK
+                at = row_at.get(h)
+                if at is None:
+                    at = row_at[h] = {}
+                r = at.get(b)
+                if r is None:
+                    r = at[b] = first_new + len(new)
+                    new.append((b, h))
+                keep.append(b)
+                if h >= _SIZE_MASK:
+                    raise ProfileError(f"input size {h} is too large for the predictor's block cache")
+                id_code[ids[q]] = r << 2 * _SIZE_BITS | h << _SIZE_BITS | (h - 1) // b.stride + 1
+            codes[unknown] = np.fromiter(map(id_code.__getitem__, map(ids.__getitem__, unknown.tolist())),
+                                         dtype=np.int64, count=len(unknown))
         expect = np.empty_like(codes)
         expect[1:] = codes[:-1] & _SIZE_MASK
         expect[starts] = resolution
-        bad = (codes < 0) | ((codes >> _SIZE_BITS) & _SIZE_MASK != expect)
-        new: list = []
-        get, first_new = row_of.get, len(row_of)
-        if bad.any():
+        bad = (codes >> _SIZE_BITS) & _SIZE_MASK != expect
+        if bad.any():  # a block object at another input size than it was cached for: by value
             # Only the bad positions are visited, in order (each reads its input size from the position before,
             # valid by then); a fixed block whose output size changed re-checks the next one.
             is_start = np.zeros(len(flat), dtype=bool)
             is_start[starts] = True
             is_start = is_start.tolist()
-            cl, fixed, id_get, last = codes.tolist(), [], id_code.get, len(flat) - 1
+            cl, fixed, last = codes.tolist(), [], len(flat) - 1
             pending = np.flatnonzero(bad)[::-1].tolist()  # a stack, smallest position on top
             while pending:
                 q = pending.pop()
                 h = resolution if is_start[q] else cl[q - 1] & _SIZE_MASK
-                c = cl[q]
-                if c >= 0 and (c >> _SIZE_BITS) & _SIZE_MASK == h:
+                if (cl[q] >> _SIZE_BITS) & _SIZE_MASK == h:
                     continue
                 b = flat[q]
-                c = id_get(id(b), -1)  # cached since the batch began (by an earlier structure of it)
-                if c < 0 or (c >> _SIZE_BITS) & _SIZE_MASK != h:
-                    key = (b, h)
-                    r = get(key)
-                    if r is None:
-                        r = row_of[key] = first_new + len(new)
-                        new.append(key)
-                    h_out = (h - 1) // b.stride + 1
-                    if h_out >= _SIZE_MASK or h >= _SIZE_MASK:
-                        raise ProfileError(f"input size {h} is too large for the block cache")
-                    c = r << 2 * _SIZE_BITS | h << _SIZE_BITS | h_out
-                    i = id(b)
-                    if i not in id_code:
-                        keep.append(b)
-                    id_code[i] = c
-                cl[q] = c
+                at = row_at.get(h)
+                if at is None:
+                    at = row_at[h] = {}
+                r = at.get(b)
+                if r is None:
+                    r = at[b] = first_new + len(new)
+                    new.append((b, h))
+                c = cl[q] = _block_code(r, h, (h - 1) // b.stride + 1)
                 fixed.append(q)
                 if q < last and not is_start[q + 1] and (not pending or pending[-1] != q + 1) \
                         and (cl[q + 1] >> _SIZE_BITS) & _SIZE_MASK != c & _SIZE_MASK:
@@ -834,11 +879,11 @@ class Predictor:
         if bad.any():
             for a in np.flatnonzero(bad).tolist():
                 b, h = lasts[a], int(final[a])
-                key = ("head", b.out_channels, h)
-                r = get(key)
+                key = (b.out_channels, h)
+                r = head_row.get(key)
                 if r is None:
-                    r = row_of[key] = first_new + len(new)
-                    new.append(key)
+                    r = head_row[key] = first_new + len(new)
+                    new.append(("head", *key))
                 heads[a] = id_head[id(b)] = r << _SIZE_BITS | h  # b is in _id_blocks (every block is, by now)
         if new:
             self._add_rows(new)

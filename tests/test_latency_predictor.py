@@ -314,7 +314,7 @@ def test_batch_path_stays_exact_across_cache_evictions(name):
     generic = np.array([_generic_ms(pred, space, a) for a in archs])
     got = np.concatenate([pred.predict_many(archs[i:i + 25]) for i in range(0, len(archs), 25)])
     np.testing.assert_allclose(got, generic, rtol=1e-9, atol=0)
-    assert len(pred._row_of) <= 40 + 25 * (max(len(a.blocks) for a in archs) + 1)
+    assert pred.cached_rows <= 40 + 25 * (max(len(a.blocks) for a in archs) + 1)
     np.testing.assert_allclose([pred.predict_ms(a) for a in archs], generic, rtol=1e-9, atol=0)
 
 
