@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from itertools import chain, repeat
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Iterable
 
 import numpy as np
@@ -56,6 +56,7 @@ _SIZE_BITS = 20  # the batch path's block codes: row << 40 | input size << 20 | 
 _SIZE_MASK = (1 << _SIZE_BITS) - 1
 
 
+_BLOCKS, _LAST = attrgetter("blocks"), itemgetter(-1)
 _BLOCK_FIELDS = ("in_channels", "out_channels", "stride", "sub_layers", "mid", "expansion")
 
 
@@ -731,8 +732,8 @@ class Predictor:
         owner, weight, code, counts, cin, cout, size, stride = [], [], [], [], [], [], [], []
         for (kind, kernel), js in groups.items():
             m = len(js)
-            getter = _BLOCK_FIELDS[: 4 if kind == CONV else 6 if kind == INVERTED else 5]
-            fields = np.array(list(map(attrgetter(*getter), (keys[j][0] for j in js))), dtype=np.int64).T
+            getter = attrgetter(*_BLOCK_FIELDS[: 4 if kind == CONV else 6 if kind == INVERTED else 5])
+            fields = np.array(list(map(getter, (keys[j][0] for j in js))), dtype=np.int64).T
             cols = BlockColumns(kind, kernel, fields[0], fields[1], fields[2], 2,
                                 None if kind == CONV else fields[4], fields[5] if kind == INVERTED else None)
             h = np.array([keys[j][1] for j in js], dtype=np.int64)
@@ -807,7 +808,7 @@ class Predictor:
             self._clear_block_cache()  # only between batches: rows of a batch stay valid
         id_code, id_head, keep, row_at, head_row = (self._id_code, self._id_head, self._id_blocks, self._row_at,
                                                     self._head_row)
-        blocks_of = [a.blocks for a in archs]
+        blocks_of = list(map(_BLOCKS, archs))
         lens = np.fromiter(map(len, blocks_of), dtype=np.int64, count=n)
         flat = list(chain.from_iterable(blocks_of))
         ids = list(map(id, flat))
@@ -872,7 +873,7 @@ class Predictor:
                         and (cl[q + 1] >> _SIZE_BITS) & _SIZE_MASK != c & _SIZE_MASK:
                     pending.append(q + 1)
             codes[fixed] = [cl[q] for q in fixed]
-        lasts = [blocks[-1] for blocks in blocks_of]
+        lasts = list(map(_LAST, blocks_of))
         heads = np.fromiter(map(id_head.get, map(id, lasts), repeat(-1)), dtype=np.int64, count=n)
         final = codes[ends - 1] & _SIZE_MASK
         bad = (heads < 0) | (heads & _SIZE_MASK != final)
@@ -928,7 +929,7 @@ class Predictor:
         """Per-image latency (ms) of many architectures; Zen-NAS structures are predicted as one batch
         (their new blocks computed together), which is much faster than one at a time."""
         archs = list(archs)
-        if self._structure_space and all(isinstance(a, Structure) for a in archs):
+        if self._structure_space and all(map(isinstance, archs, repeat(Structure))):
             f = self._structure_features_many(archs)
             return self.calibrate(f[:, 0], f[:, 1], f[:, 2], f[:, 3]) / self.batch
         return np.fromiter((self.predict_batch_ms(a) for a in archs), dtype=float, count=len(archs)) / self.batch
