@@ -586,7 +586,8 @@ class Predictor:
             self._graph = GraphFeatures(self.space, profile.graph, cal.get("graph_ops"))
         self._arch_cache: dict = {}
         # Structure spaces get a per-block fast path (see _rows_of): the terms of every (block, input
-        # size) seen, and of every head, one row each, kept as an array (batches) and as tuples (one at a time).
+        # size) seen, and of every head, one row each, kept as an array (batches) and as flat floats (one at a
+        # time); the batch path also finds blocks by identity (see _structure_features_many).
         self._structure_space = type(self.space).__name__ == "ZenNASSpace"
         self._block = channel_block(profile.metadata)
         self.block_cache_limit = 500_000  # rows kept before the cache starts over (a long search)
