@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from itertools import chain, repeat
+from operator import attrgetter, itemgetter
 from typing import Iterable
 
 import numpy as np
@@ -45,9 +47,23 @@ from hwnas.errors import ProfileError
 from hwnas.latency.profile import Profile
 from hwnas.models.spaces.base import PROJECTION, Part, conv_spec, get_space
 from hwnas.models.structure import Structure
-from hwnas.models.units import out_size
+from hwnas.models.spaces.zennas import kernel_specs
+from hwnas.models.structure import CONV, INVERTED
+from hwnas.models.units import BlockColumns, out_size
 
 PREDICTOR_VERSION = 2
+_SIZE_BITS = 20  # the batch path's block codes: row << 40 | input size << 20 | output size
+_SIZE_MASK = (1 << _SIZE_BITS) - 1
+
+
+_BLOCKS, _LAST = attrgetter("blocks"), itemgetter(-1)
+_BLOCK_FIELDS = ("in_channels", "out_channels", "stride", "sub_layers", "mid", "expansion")
+
+
+def _block_code(row: int, size: int, size_out: int) -> int:
+    if size >= _SIZE_MASK:
+        raise ProfileError(f"input size {size} is too large for the predictor's block cache")
+    return row << 2 * _SIZE_BITS | size << _SIZE_BITS | size_out
 CALIBRATION_FORMS = ("affine", "boundary", "boundary_count", "loglog", "misaligned", "misaligned_boundary", "graph")
 
 
@@ -332,6 +348,9 @@ class PartTable:
         self._measured = tuple(self._cache)
         self._groups: dict[tuple, object] = {}
         self._flat = _FlatGrids()
+        self._positions: dict = {}
+        self._position_index: dict = {}  # (op, resolution, stride) -> row of _position_rows
+        self._position_rows = np.zeros((64, 5), dtype=np.int64)
 
     def group_keys(self):
         return list(self._raw_groups)
@@ -377,34 +396,61 @@ class PartTable:
         Convolution kernels are interpolated all at once (:class:`_FlatGrids`);
         other parts (rare) go through :meth:`ms` one by one.
         """
+        names = list(dict.fromkeys(ops))
+        index = {op: i for i, op in enumerate(names)}
+        return self.coded_ms(names, np.fromiter((index[op] for op in ops), dtype=np.int64, count=len(ops)),
+                             cin, cout, resolution, stride)
+
+    def _position(self, op: str, resolution: int, stride: int):
+        """(grid id of each of the four width families, depthwise) of a kernel position, memoized; None for
+        a part that is not a convolution kernel."""
+        key = (op, resolution, stride)
+        hit = self._positions.get(key, False)
+        if hit is False:
+            part = Part(op, 1, 1, resolution, stride)
+            gkey = _group_key(part)
+            group = self._group(gkey, part)
+            hit = None
+            if isinstance(group, _KernelGrid):
+                fams = ((True, True), (True, False), (False, True), (False, False))
+                hit = [self._flat.grid_id(gkey, group, f) for f in fams], op.startswith("dw")
+            self._positions[key] = hit
+        return hit
+
+    def coded_ms(self, names: list, code, cin, cout, resolution, stride) -> np.ndarray:
+        """:meth:`many_ms` with the ops given as indices ``code`` into ``names``."""
         cin, cout = np.asarray(cin, dtype=np.int64), np.asarray(cout, dtype=np.int64)
         resolution, stride = np.asarray(resolution, dtype=np.int64), np.asarray(stride, dtype=np.int64)
-        names = {op: i for i, op in enumerate(dict.fromkeys(ops))}
-        code = np.fromiter((names[op] for op in ops), dtype=np.int64, count=len(cin))
-        code = (code * (int(resolution.max()) + 1) + resolution) * (int(stride.max()) + 1) + stride
-        positions, first, inverse = np.unique(code, return_index=True, return_inverse=True)
-        # Per position: the grid id of each of the four width families (-1: not a kernel position).
-        gids = np.full((len(positions), 4), -1, dtype=np.int64)
-        depthwise = np.zeros(len(positions), dtype=bool)
-        fams = ((True, True), (True, False), (False, True), (False, False))
-        for k, i in enumerate(first):
-            part = Part(ops[i], int(cin[i]), int(cout[i]), int(resolution[i]), int(stride[i]))
-            key = _group_key(part)
-            group = self._group(key, part)
-            if isinstance(group, _KernelGrid):
-                gids[k] = [self._flat.grid_id(key, group, f) for f in fams]
-                depthwise[k] = part.op.startswith("dw")
+        n = len(cin)
+        pos = (code * (int(resolution.max()) + 1) + resolution) * (int(stride.max()) + 1) + stride
+        positions, first, inverse = np.unique(pos, return_index=True, return_inverse=True)
+        # Per position: the grid id of each of the four width families (-1: not a kernel position), and
+        # whether it is depthwise, as a row of the memo (_position_rows).
+        index, memo = [], self._position_index
+        for c, r, st in zip(code[first].tolist(), resolution[first].tolist(), stride[first].tolist()):
+            key = (names[c], r, st)
+            i = memo.get(key)
+            if i is None:
+                hit = self._position(*key)
+                i = memo[key] = len(memo)
+                if i >= len(self._position_rows):
+                    self._position_rows = np.concatenate([self._position_rows, np.zeros_like(self._position_rows)])
+                self._position_rows[i] = (-1, -1, -1, -1, 0) if hit is None else (*hit[0], int(hit[1]))
+            index.append(i)
+        table = self._position_rows[index]
+        gids, depthwise = table[:, :4], table[:, 4].astype(bool)
+        inverse = inverse.reshape(n)
         widths = np.where(depthwise[inverse], 1, cin)  # depthwise kernels are keyed (1, channels)
         fin, fout = _width_family(widths, cout, self.block)
         gid = gids[inverse, 2 * (1 - np.asarray(fin, dtype=np.int64)) + (1 - np.asarray(fout, dtype=np.int64))]
-        out = np.empty(len(cin))
+        out = np.empty(n)
         kernel = gid >= 0
         if kernel.all():
             out[:] = self._flat(gid, widths, cout)
         else:
             out[kernel] = self._flat(gid[kernel], widths[kernel], cout[kernel])
-            out[~kernel] = [self.ms(Part(ops[j], int(cin[j]), int(cout[j]), int(resolution[j]), int(stride[j])))
-                            for j in np.flatnonzero(~kernel)]
+            out[~kernel] = [self.ms(Part(names[code[j]], int(cin[j]), int(cout[j]), int(resolution[j]),
+                                         int(stride[j]))) for j in np.flatnonzero(~kernel)]
         return np.maximum(out, 1e-6)
 
 # --- 3. calibration ------------------------------------------------------------------------------
@@ -540,10 +586,13 @@ class Predictor:
             self._graph = GraphFeatures(self.space, profile.graph, cal.get("graph_ops"))
         self._arch_cache: dict = {}
         # Structure spaces get a per-block fast path (see _rows_of): the terms of every (block, input
-        # size) seen, and of every head, one row each, kept as an array (batches) and as tuples (one at a time).
+        # size) seen, and of every head, one row each, kept as an array (batches) and as flat floats (one at a
+        # time); the batch path also finds blocks by identity (see _structure_features_many).
         self._structure_space = type(self.space).__name__ == "ZenNASSpace"
         self._block = channel_block(profile.metadata)
         self.block_cache_limit = 500_000  # rows kept before the cache starts over (a long search)
+        self.columns_from = 8  # new blocks of one call expanded in columns from this many on
+        self._dense_ops: dict[str, bool] = {}
         self._clear_block_cache()
 
     def _part_terms(self, parts) -> tuple[float, float, int, float]:
@@ -566,9 +615,18 @@ class Predictor:
         return self._part_terms(self.space.parts(arch))
 
     def _clear_block_cache(self) -> None:
-        self._row_of: dict = {}  # (block, input size) or ("head", width, size) -> row
+        # Rows by value: input size -> {block: row}, and (width, size) -> row of a head (nested, so that
+        # no key object is kept per block: fewer objects for the garbage collector to walk).
+        self._row_at: dict[int, dict] = {}
+        self._head_row: dict[tuple[int, int], int] = {}
         self._rows = np.empty((1024, 4))
-        self._row_tuples: list[tuple[float, float, float, float]] = []
+        self._row_values: list[float] = []  # the rows again, flat (4 a row): plain floats, no objects for the GC
+        # The batch path's index by block object: id(block) -> row << 40 | input size << 20 | output size, and
+        # id(last block) -> head row << 20 | size. Every block in it is kept alive in _id_blocks, so an id
+        # never names another object while it is cached.
+        self._id_code: dict[int, int] = {}
+        self._id_head: dict[int, int] = {}
+        self._id_blocks: list = []
 
     def _rows_of(self, archs) -> tuple[list[int], list[int]]:
         """The cache rows of every structure's blocks and head, concatenated, and where each structure starts.
@@ -579,12 +637,10 @@ class Predictor:
         Mutants share most blocks with their parents, so a search mostly hits
         the cache.
         """
-        row_of = self._row_of
-        if len(row_of) > self.block_cache_limit:  # only between batches: rows of a batch stay valid
+        if self.cached_rows > self.block_cache_limit:  # only between batches: rows of a batch stay valid
             self._clear_block_cache()
-            row_of = self._row_of
-        get = row_of.get
-        first_new = len(row_of)
+        row_at, head_row = self._row_at, self._head_row
+        first_new = self.cached_rows
         new: list = []
         rows: list[int] = []
         append = rows.append
@@ -594,93 +650,247 @@ class Predictor:
             starts.append(len(rows))
             h = resolution
             for b in arch.blocks:
-                key = (b, h)
-                r = get(key)
+                at = row_at.get(h)
+                if at is None:
+                    at = row_at[h] = {}
+                r = at.get(b)
                 if r is None:
-                    r = row_of[key] = first_new + len(new)
-                    new.append(key)
+                    r = at[b] = first_new + len(new)
+                    new.append((b, h))
                 append(r)
                 h = (h - 1) // b.stride + 1
-            key = ("head", b.out_channels, h)
-            r = get(key)
+            key = (b.out_channels, h)
+            r = head_row.get(key)
             if r is None:
-                r = row_of[key] = first_new + len(new)
-                new.append(key)
+                r = head_row[key] = first_new + len(new)
+                new.append(("head", *key))
             append(r)
         if new:
             self._add_rows(new)
         return rows, starts
 
+    @property
+    def cached_rows(self) -> int:
+        """Rows in the block cache (blocks at an input size, and heads)."""
+        return len(self._row_values) // 4
+
     def _add_rows(self, keys: list) -> None:
         """Compute and store the rows of new cache keys, in order.
 
-        A block is expanded to its kernels (``ZenNASSpace.block_kernels``) for
-        its first two sub-layers only: every sub-layer after the first is the
-        same, so the second one's kernels count L − 1 times.
+        A block is expanded to its kernels for its first two sub-layers only:
+        every sub-layer after the first is the same, so the second one's kernels
+        count L − 1 times. Many new blocks are expanded in columns, one pass of
+        :func:`~hwnas.models.spaces.zennas.kernel_specs` per (kind, kernel) on
+        :class:`~hwnas.models.units.BlockColumns`; a few, one by one
+        (``ZenNASSpace.block_kernels``). Both read the same rules.
         """
-        space = self.space
-        kernels: list[tuple] = []
-        owner: list[int] = []
-        weight_later: list[float] = []
-        heads = []
+        new = np.zeros((len(keys), 4))
+        blocks = [j for j, key in enumerate(keys) if len(key) == 2]
+        if len(blocks) >= self.columns_from:
+            self._block_rows_columns(keys, blocks, new)
+        elif blocks:
+            self._block_rows_one_by_one(keys, blocks, new)
         for j, key in enumerate(keys):
             if len(key) == 3:
-                heads.append(j)
-                continue
-            b, h = key
-            ks = space.block_kernels(b, h, sub_layers=2)
-            kernels += ks
-            owner += [j] * len(ks)
-            weight_later.append(b.sub_layers - 1)
-        new = np.zeros((len(keys), 4))
-        if kernels:
-            sub, ops, cin, cout, size, stride = zip(*kernels)
-            if len(kernels) < 64:  # a few new blocks (one-at-a-time predictions): per part, cached per part
-                ms = np.array([self.table.ms(Part(*k[1:])) for k in kernels])
-            else:
-                ms = self.table.many_ms(ops, cin, cout, size, stride)
-            cin, size, owner_a = np.array(cin), np.array(size), np.array(owner)
-            dense = {op: (conv_spec(Part(op, 1, 1, 1)) or (0, 0))[1] == 1 for op in set(ops)}
-            mis = misaligned(np.array([dense[op] for op in ops]), cin, np.array(cout), self._block)
-            blocks = [j for j in range(len(keys)) if len(keys[j]) == 2]
-            later = np.zeros(len(keys))
-            later[blocks] = weight_later
-            w = np.where(np.array(sub) == 0, 1.0, later[owner_a])
-            n = len(keys)
-            new[:, 0] = np.bincount(owner_a, w * ms, minlength=n)
-            new[:, 1] = np.bincount(owner_a, w * (cin * size * size), minlength=n) * self._boundary_mb_per_elem
-            new[:, 2] = np.bincount(owner_a, w, minlength=n)
-            new[:, 3] = np.bincount(owner_a, w * np.where(mis, ms, 0.0), minlength=n)
-        for j in heads:
-            _, width, h = keys[j]
-            new[j] = self._part_terms([Part(op="head", cin=width, cout=self.space.num_classes, resolution=h)])
-        used = len(self._row_tuples)
+                _, width, h = key
+                new[j] = self._part_terms([Part(op="head", cin=width, cout=self.space.num_classes, resolution=h)])
+        used = self.cached_rows
         if used + len(keys) > len(self._rows):
             grown = np.empty((max(2 * len(self._rows), used + len(keys)), 4))
             grown[:used] = self._rows[:used]
             self._rows = grown
         self._rows[used:used + len(keys)] = new
-        self._row_tuples += map(tuple, new.tolist())
+        self._row_values += new.ravel().tolist()
+
+    def _dense(self, op: str) -> bool:
+        dense = self._dense_ops.get(op)
+        if dense is None:
+            dense = self._dense_ops[op] = (conv_spec(Part(op, 1, 1, 1)) or (0, 0))[1] == 1
+        return dense
+
+    def _block_rows_one_by_one(self, keys: list, blocks: list, new: np.ndarray) -> None:
+        ms_of, block, per_elem = self.table.ms, self._block, self._boundary_mb_per_elem
+        for j in blocks:
+            b, h = keys[j]
+            later = float(b.sub_layers - 1)
+            total = mb = n = mis = 0.0
+            for sub, op, cin, cout, size, stride in self.space.block_kernels(b, h, sub_layers=2):
+                w = 1.0 if sub == 0 else later
+                ms = ms_of(Part(op, cin, cout, size, stride))
+                total += w * ms
+                mb += w * (cin * size * size)
+                n += w
+                if misaligned(self._dense(op), cin, cout, block):
+                    mis += w * ms
+            new[j] = total, mb * per_elem, n, mis
+
+    def _block_rows_columns(self, keys: list, blocks: list, new: np.ndarray) -> None:
+        groups: dict = {}
+        for j in blocks:
+            b = keys[j][0]
+            groups.setdefault((b.kind, b.kernel), []).append(j)
+        names: dict[str, int] = {}
+        owner, weight, code, counts, cin, cout, size, stride = [], [], [], [], [], [], [], []
+        for (kind, kernel), js in groups.items():
+            m = len(js)
+            getter = attrgetter(*_BLOCK_FIELDS[: 4 if kind == CONV else 6 if kind == INVERTED else 5])
+            fields = np.array(list(map(getter, (keys[j][0] for j in js))), dtype=np.int64).T
+            cols = BlockColumns(kind, kernel, fields[0], fields[1], fields[2], 2,
+                                None if kind == CONV else fields[4], fields[5] if kind == INVERTED else None)
+            h = np.array([keys[j][1] for j in js], dtype=np.int64)
+            own = np.array(js)
+            later = (fields[3] - 1).astype(float)
+            multi = fields[3] >= 2  # blocks that have a second sub-layer
+            all_multi = bool(multi.all())
+            ones = np.ones(m)
+            for sub, op, ci, co, sz, st, present in kernel_specs(cols, h, sub_layers=2):
+                w = ones if sub == 0 else later
+                keep = present  # the parts that exist: True, or a mask over the blocks
+                if sub > 0 and not all_multi:
+                    keep = multi & present
+                if keep is not True:
+                    keep = np.asarray(keep)
+                    k = int(np.count_nonzero(keep))
+                    if k == 0:
+                        continue
+                    if k < m:
+                        owner.append(own[keep])
+                        weight.append(w[keep])
+                        code.append(names.setdefault(op, len(names)))
+                        counts.append(k)
+                        for column, value in ((cin, ci), (cout, co), (size, sz), (stride, st)):
+                            column.append(value[keep] if isinstance(value, np.ndarray)
+                                          else np.full(k, value, dtype=np.int64))
+                        continue
+                owner.append(own)
+                weight.append(w)
+                code.append(names.setdefault(op, len(names)))
+                counts.append(m)
+                for column, value in ((cin, ci), (cout, co), (size, sz), (stride, st)):
+                    column.append(value if isinstance(value, np.ndarray) else np.full(m, value, dtype=np.int64))
+        owner, w = np.concatenate(owner), np.concatenate(weight)
+        code = np.repeat(np.array(code, dtype=np.int64), counts)
+        cin, cout, size, stride = (np.concatenate(c) for c in (cin, cout, size, stride))
+        ops = list(names)
+        ms = self.table.coded_ms(ops, code, cin, cout, size, stride)
+        dense = np.array([self._dense(op) for op in ops])[code]
+        mis = misaligned(dense, cin, cout, self._block)
+        n = len(keys)
+        new[:, 0] = np.bincount(owner, w * ms, minlength=n)
+        new[:, 1] = np.bincount(owner, w * (cin * size * size), minlength=n) * self._boundary_mb_per_elem
+        new[:, 2] = np.bincount(owner, w, minlength=n)
+        new[:, 3] = np.bincount(owner, w * np.where(mis, ms, 0.0), minlength=n)
 
     def _structure_features(self, arch) -> tuple[float, float, int, float]:
         """features() of one Zen-NAS structure: the sum of its cached rows (see :meth:`_rows_of`)."""
         rows, _ = self._rows_of((arch,))
-        table = self._row_tuples
+        v = self._row_values
         total = mb = n = mis = 0.0
         for r in rows:
-            t = table[r]
-            total += t[0]
-            mb += t[1]
-            n += t[2]
-            mis += t[3]
+            i = 4 * r
+            total += v[i]
+            mb += v[i + 1]
+            n += v[i + 2]
+            mis += v[i + 3]
         return total, mb, int(round(n)), mis
 
     def _structure_features_many(self, archs) -> np.ndarray:
-        """features() of many Zen-NAS structures as an (n, 4) array, from the same rows."""
-        rows, starts = self._rows_of(archs)
-        if not starts:
+        """features() of many Zen-NAS structures as an (n, 4) array, from the same rows as :meth:`_rows_of`.
+
+        Blocks are found by identity first (a mutant holds its parent's block
+        objects; ``_id_code``), each checked to sit at the input size it was
+        cached for, which chains the sizes; the rest (new block objects, or a
+        block at another size) by value, as in :meth:`_rows_of`.
+        """
+        n = len(archs)
+        if not n:
             return np.zeros((0, 4))
-        return np.add.reduceat(self._rows[np.array(rows)], starts, axis=0)
+        if self.cached_rows > self.block_cache_limit or len(self._id_code) > self.block_cache_limit:
+            self._clear_block_cache()  # only between batches: rows of a batch stay valid
+        id_code, id_head, keep, row_at, head_row = (self._id_code, self._id_head, self._id_blocks, self._row_at,
+                                                    self._head_row)
+        blocks_of = list(map(_BLOCKS, archs))
+        lens = np.fromiter(map(len, blocks_of), dtype=np.int64, count=n)
+        flat = list(chain.from_iterable(blocks_of))
+        ids = list(map(id, flat))
+        codes = np.fromiter(map(id_code.get, ids, repeat(-1)), dtype=np.int64, count=len(flat))
+        ends = np.cumsum(lens)
+        starts = ends - lens
+        resolution = self.space.resolution
+        new: list = []
+        first_new = self.cached_rows
+        unknown = np.flatnonzero(codes < 0)
+        if unknown.size:
+            # Block objects not seen before the batch: each is looked up by value once, at its first position
+            # (whose predecessor is known by then), then every position reads it by identity again.
+            is_start = np.zeros(len(flat), dtype=bool)
+            is_start[starts] = True
+            is_start = is_start.tolist()
+            _, first = np.unique(np.array(ids, dtype=np.int64)[unknown], return_index=True)
+            for q in np.sort(unknown[first]).tolist():
+                b = flat[q]
+                h = resolution if is_start[q] else id_code[ids[q - 1]] & _SIZE_MASK
+                at = row_at.get(h)
+                if at is None:
+                    at = row_at[h] = {}
+                r = at.get(b)
+                if r is None:
+                    r = at[b] = first_new + len(new)
+                    new.append((b, h))
+                keep.append(b)
+                if h >= _SIZE_MASK:
+                    raise ProfileError(f"input size {h} is too large for the predictor's block cache")
+                id_code[ids[q]] = r << 2 * _SIZE_BITS | h << _SIZE_BITS | (h - 1) // b.stride + 1
+            codes[unknown] = np.fromiter(map(id_code.__getitem__, map(ids.__getitem__, unknown.tolist())),
+                                         dtype=np.int64, count=len(unknown))
+        expect = np.empty_like(codes)
+        expect[1:] = codes[:-1] & _SIZE_MASK
+        expect[starts] = resolution
+        bad = (codes >> _SIZE_BITS) & _SIZE_MASK != expect
+        if bad.any():  # a block object at another input size than it was cached for: by value
+            # Only the bad positions are visited, in order (each reads its input size from the position before,
+            # valid by then); a fixed block whose output size changed re-checks the next one.
+            is_start = np.zeros(len(flat), dtype=bool)
+            is_start[starts] = True
+            is_start = is_start.tolist()
+            cl, fixed, last = codes.tolist(), [], len(flat) - 1
+            pending = np.flatnonzero(bad)[::-1].tolist()  # a stack, smallest position on top
+            while pending:
+                q = pending.pop()
+                h = resolution if is_start[q] else cl[q - 1] & _SIZE_MASK
+                if (cl[q] >> _SIZE_BITS) & _SIZE_MASK == h:
+                    continue
+                b = flat[q]
+                at = row_at.get(h)
+                if at is None:
+                    at = row_at[h] = {}
+                r = at.get(b)
+                if r is None:
+                    r = at[b] = first_new + len(new)
+                    new.append((b, h))
+                c = cl[q] = _block_code(r, h, (h - 1) // b.stride + 1)
+                fixed.append(q)
+                if q < last and not is_start[q + 1] and (not pending or pending[-1] != q + 1) \
+                        and (cl[q + 1] >> _SIZE_BITS) & _SIZE_MASK != c & _SIZE_MASK:
+                    pending.append(q + 1)
+            codes[fixed] = [cl[q] for q in fixed]
+        lasts = list(map(_LAST, blocks_of))
+        heads = np.fromiter(map(id_head.get, map(id, lasts), repeat(-1)), dtype=np.int64, count=n)
+        final = codes[ends - 1] & _SIZE_MASK
+        bad = (heads < 0) | (heads & _SIZE_MASK != final)
+        if bad.any():
+            for a in np.flatnonzero(bad).tolist():
+                b, h = lasts[a], int(final[a])
+                key = (b.out_channels, h)
+                r = head_row.get(key)
+                if r is None:
+                    r = head_row[key] = first_new + len(new)
+                    new.append(("head", *key))
+                heads[a] = id_head[id(b)] = r << _SIZE_BITS | h  # b is in _id_blocks (every block is, by now)
+        if new:
+            self._add_rows(new)
+        rows = self._rows
+        return np.add.reduceat(rows[codes >> 2 * _SIZE_BITS], starts, axis=0) + rows[heads >> _SIZE_BITS]
 
     def calibrate(self, s, b, n, m=None) -> np.ndarray:
         """The calibration applied to arrays of features (forms without graph features)."""
@@ -720,7 +930,7 @@ class Predictor:
         """Per-image latency (ms) of many architectures; Zen-NAS structures are predicted as one batch
         (their new blocks computed together), which is much faster than one at a time."""
         archs = list(archs)
-        if self._structure_space and all(isinstance(a, Structure) for a in archs):
+        if self._structure_space and all(map(isinstance, archs, repeat(Structure))):
             f = self._structure_features_many(archs)
             return self.calibrate(f[:, 0], f[:, 1], f[:, 2], f[:, 3]) / self.batch
         return np.fromiter((self.predict_batch_ms(a) for a in archs), dtype=float, count=len(archs)) / self.batch

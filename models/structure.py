@@ -71,6 +71,20 @@ class Block:
     mid: int | None = None
     expansion: int | None = None
 
+    # The hash is computed once (blocks are dictionary keys on the latency predictor's hot path). It is
+    # per process (str hashes are randomized), so it never travels: a pickled or copied block is rebuilt
+    # from its fields (__reduce__) and hashes itself again.
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.kind, self.kernel, self.in_channels, self.out_channels,
+                                                self.stride, self.sub_layers, self.mid, self.expansion)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self):
+        return (Block, (self.kind, self.kernel, self.in_channels, self.out_channels, self.stride,
+                        self.sub_layers, self.mid, self.expansion))
+
     @property
     def name(self) -> str:
         k = self.kernel

@@ -11,7 +11,9 @@ reference README of the ZenNet zoo, "What each block expands to").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
+
+import numpy as np
 
 from hwnas.models.structure import BASIC, BOTTLENECK, CONV, INVERTED, Block, Structure
 
@@ -61,9 +63,14 @@ class Unit:
         return None if self.se_after is None else self.convs[self.se_after].cout
 
 
-def round8(x: float) -> int:
-    """Channel rounding of the official inverted-residual block: max(8, 8·round(x/8)), ties to even."""
-    return max(8, 8 * round(x / 8))
+def round8(x: int) -> int:
+    """Channel rounding of the official inverted-residual block: max(8, 8·round(x/8)), ties to even.
+
+    ``x`` is an int or an integer numpy array (the rule is written in integer operations that mean the same
+    on both)."""
+    q, r = divmod(x, 8)
+    q = q + ((r > 4) | ((r == 4) & (q % 2 == 1)))  # round half to even
+    return 8 * q + (q < 1) * (8 - 8 * q)  # at least 8
 
 
 def se_reduced(channels: int) -> int:
@@ -81,14 +88,30 @@ def _spec(sub_layer: int, convs: tuple, stride: int, first: bool, use_se: bool, 
     cin, cout = convs[0][0], convs[-1][1]
     if no_residual:
         shortcut = None
-    elif first or cin != cout or stride != 1:
-        shortcut = "proj"
     else:
-        shortcut = "identity"
+        proj = first | (cin != cout) | (stride != 1)
+        if isinstance(proj, np.ndarray):  # block columns: one shortcut per block
+            shortcut = np.where(proj, "proj", "identity")
+        else:
+            shortcut = "proj" if proj else "identity"
     return sub_layer, convs, True, shortcut, se_after if use_se else None, stride
 
 
-def unit_specs(block: Block, use_se: bool = False, no_residual: bool = False,
+class BlockColumns(NamedTuple):
+    """Many blocks of one ``kind`` as columns: the fields of :class:`Block`, each an int or an integer numpy
+    array (one entry per block). :func:`unit_specs` reads it like a block and answers in columns too."""
+
+    kind: str
+    kernel: object
+    in_channels: object
+    out_channels: object
+    stride: object
+    sub_layers: object
+    mid: object = None
+    expansion: object = None
+
+
+def unit_specs(block: Block | BlockColumns, use_se: bool = False, no_residual: bool = False,
                sub_layers: int | None = None) -> Iterator[tuple]:
     """The block → unit rules, stated once: every unit of a block as plain tuples, in forward order.
 
@@ -98,6 +121,12 @@ def unit_specs(block: Block, use_se: bool = False, no_residual: bool = False,
     :class:`Conv`; the latency parts read the tuples directly (for speed).
     ``sub_layers`` expands only the first ``sub_layers`` sub-layers (every
     sub-layer after the first is the same).
+
+    ``block`` may be :class:`BlockColumns` (blocks of one kind, fields as
+    integer arrays; its ``sub_layers`` an int, the number of sub-layers
+    expanded for every block): then the widths, strides and sizes come as
+    arrays, one entry per block, and ``shortcut`` as an array of ``"proj"`` /
+    ``"identity"`` (the same rules, one statement). SE (``use_se``) is for single blocks only.
     """
     kind, k, out, mid = block.kind, block.kernel, block.out_channels, block.mid
     c = block.in_channels

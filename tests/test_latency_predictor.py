@@ -314,7 +314,7 @@ def test_batch_path_stays_exact_across_cache_evictions(name):
     generic = np.array([_generic_ms(pred, space, a) for a in archs])
     got = np.concatenate([pred.predict_many(archs[i:i + 25]) for i in range(0, len(archs), 25)])
     np.testing.assert_allclose(got, generic, rtol=1e-9, atol=0)
-    assert len(pred._row_of) <= 40 + 25 * (max(len(a.blocks) for a in archs) + 1)
+    assert pred.cached_rows <= 40 + 25 * (max(len(a.blocks) for a in archs) + 1)
     np.testing.assert_allclose([pred.predict_ms(a) for a in archs], generic, rtol=1e-9, atol=0)
 
 
@@ -381,3 +381,46 @@ def test_validation_metrics_by_hand():
     assert m["within_10pct"] == pytest.approx(4 / 5)  # 0.1 itself counts as within
     assert m["within_5pct"] == pytest.approx(3 / 5)
     assert m["spearman"] == pytest.approx(1.0) and m["kendall"] == pytest.approx(1.0)
+
+
+def test_batch_path_with_one_block_object_at_other_input_sizes_and_unpickled_copies():
+    # The batch path finds blocks by identity and checks the input size each was cached at: one block object
+    # at 56 in one structure and at 28 in another, twice in a row in a third, and equal copies (unpickled,
+    # new objects) all give the generic path's values, in one batch and across batches, in any order.
+    import pickle
+
+    from hwnas.models.structure import BASIC, Block, chain, parse
+
+    pred = _synthetic_predictor("imagenet224", {"form": "misaligned_boundary", "coef": [0.9, 0.3, -0.01, 0.05],
+                                                "predictor_version": 2})
+    space = get_space("imagenet224")
+    init = space.initial().blocks
+    b1 = Block(BASIC, 3, 64, 64, 1, 2, 32)
+    r2 = parse("SuperResK3K3(64,64,2,64,1)").blocks[0]
+    a = chain([init[0], init[1], b1, *init[2:]])  # b1 at 56
+    b = chain([init[0], init[1], r2, b1, *init[3:]])  # b1 at 28
+    c = chain([init[0], init[1], b1, b1, *init[2:]])  # b1 twice at 56
+    assert a.blocks[2] is b1 and b.blocks[3] is b1 and c.blocks[2] is c.blocks[3] is b1
+    archs = [a, b, c] + _mutant_stream(space, 60, seed=2)
+    archs += pickle.loads(pickle.dumps(archs[:20]))
+    generic = np.array([_generic_ms(pred, space, x) for x in archs])
+    for order in (archs, archs[::-1]):
+        want = generic if order is archs else generic[::-1]
+        np.testing.assert_allclose(pred.predict_many(order), want, rtol=1e-9, atol=0)
+    fresh = _synthetic_predictor("imagenet224", {})
+    raw = np.array([_generic_ms(fresh, space, x) for x in archs])
+    got = [fresh.predict_many([x]) for x in (b, a, c, b)]
+    got += [fresh.predict_many(archs[i:i + 9]) for i in range(0, len(archs), 9)]
+    np.testing.assert_allclose(np.concatenate(got), np.concatenate([raw[[1, 0, 2, 1]], raw]), rtol=1e-9, atol=0)
+    np.testing.assert_allclose([fresh.predict_ms(x) for x in archs], raw, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("columns_from", [1, 10**9])
+def test_new_blocks_in_columns_and_one_by_one_agree(columns_from):
+    pred = _synthetic_predictor("cifar32", {})
+    pred.columns_from = columns_from
+    space = get_space("cifar32")
+    archs = _mutant_stream(space, 150, seed=9)
+    generic = np.array([_generic_ms(pred, space, a) for a in archs])
+    got = np.concatenate([pred.predict_many(archs[i:i + 30]) for i in range(0, len(archs), 30)])
+    np.testing.assert_allclose(got, generic, rtol=1e-9, atol=0)

@@ -36,6 +36,7 @@ import random
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 from torch import nn
 
 from hwnas.errors import BudgetError, HwnasError
@@ -54,7 +55,7 @@ from hwnas.models.structure import (
     chain,
     parse,
 )
-from hwnas.models.units import out_size, se_reduced, unit_specs
+from hwnas.models.units import BlockColumns, out_size, se_reduced, unit_specs
 
 WIDTH_RATIOS = (2.5, 2.0, 1.5, 1.25, 1.0, 1 / 1.25, 1 / 1.5, 1 / 2, 1 / 2.5)
 MIN_WIDTH, MAX_WIDTH, WIDTH_BASE = 8, 2048, 8
@@ -93,12 +94,41 @@ GRID_WIDTHS = {
 _CONV_OPS: dict[tuple[int, bool], str] = {}
 
 
-def _conv_op(kernel: int, depthwise: bool) -> str:
-    """The part op of a conv kernel (the name :func:`conv_part` gives it), memoized."""
+def _conv_op(kernel: int, depthwise) -> str:
+    """The part op of a conv kernel (the name :func:`conv_part` gives it), memoized; ``depthwise`` may be a
+    boolean array that is all true or all false (block columns)."""
+    if isinstance(depthwise, np.ndarray):
+        if depthwise.any() != depthwise.all():
+            raise ValueError("block columns mix dense and depthwise convolutions at one position")
+        depthwise = bool(depthwise.all())
     op = _CONV_OPS.get((kernel, depthwise))
     if op is None:
         op = _CONV_OPS[(kernel, depthwise)] = conv_part(2, 2, kernel, 1, 2 if depthwise else 1, 1).op
     return op
+
+
+def kernel_specs(block: Block | BlockColumns, resolution, use_se: bool = False,
+                 sub_layers: int | None = None) -> Iterator[tuple]:
+    """The parts of a block's units, stated once for a :class:`Block` and for :class:`BlockColumns`.
+
+    Yields ``(sub_layer, op, cin, cout, resolution, stride, present)`` in
+    forward order: every convolution (:func:`conv_part`'s op), an SE module
+    after the conv the unit names (``"se"``, ``cin`` its channels, ``cout``
+    the reduced width), then the unit's projection shortcut (:data:`PROJECTION`),
+    which is ``present`` only where the unit has one (everything else is always
+    present). For columns (and an array ``resolution``) the widths, sizes,
+    strides and ``present`` are arrays, one entry per block.
+    """
+    h = resolution
+    for i, convs, _, shortcut, se_after, stride in unit_specs(block, use_se, sub_layers=sub_layers):
+        size = h
+        for j, (cin, cout, kernel, s, groups) in enumerate(convs):
+            yield i, _conv_op(kernel, groups != 1), cin, cout, size, s, True
+            size = (size - 1) // s + 1
+            if j == se_after:
+                yield i, "se", cout, se_reduced(cout), size, 1, True
+        yield i, PROJECTION, convs[0][0], convs[-1][1], h, stride, shortcut == "proj"
+        h = size
 
 
 def round_width(x: float) -> int:
@@ -211,27 +241,11 @@ class ZenNASSpace:
                       sub_layers: int | None = None) -> list[tuple]:
         """The parts of :meth:`block_parts` as plain tuples ``(sub_layer, op, cin, cout, resolution, stride)``.
 
-        The fast form the predictor reads (no :class:`Part` objects), from the
-        block's :func:`~hwnas.models.units.unit_specs`; ``sub_layers`` keeps only
-        the parts of the first ``sub_layers`` sub-layers.
+        The fast form the predictor reads (no :class:`Part` objects), from
+        :func:`kernel_specs`; ``sub_layers`` keeps only the parts of the first
+        ``sub_layers`` sub-layers.
         """
-        out: list[tuple] = []
-        append = out.append
-        ops = _CONV_OPS
-        h = resolution
-        for i, convs, _, shortcut, se_after, stride in unit_specs(block, use_se and block.is_residual,
-                                                                  sub_layers=sub_layers):
-            size = h
-            for j, (cin, cout, kernel, s, groups) in enumerate(convs):
-                op = ops.get((kernel, groups != 1)) or _conv_op(kernel, groups != 1)
-                append((i, op, cin, cout, size, s))
-                size = (size - 1) // s + 1
-                if j == se_after:
-                    append((i, "se", cout, se_reduced(cout), size, 1))
-            if shortcut == "proj":
-                append((i, PROJECTION, convs[0][0], convs[-1][1], h, stride))
-            h = size
-        return out
+        return [k[:6] for k in kernel_specs(block, resolution, use_se and block.is_residual, sub_layers) if k[6]]
 
     def block_parts(self, block: Block, resolution: int, use_se: bool = False) -> list[Part]:
         """The kernels of one block on a ``resolution``² input, in forward order.
