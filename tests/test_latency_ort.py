@@ -104,3 +104,25 @@ def test_predict_and_measure_whole_network(tiny_profile):
     assert p > 0 and np.allclose(many, p)
     measured = measure_end_to_end(prof, arch, backend=get_backend("onnxruntime", **FAST))
     assert measured > 0
+
+
+def test_recalibrate_measures_a_fresh_set_of_networks(tiny_profile, tmp_path):
+    import shutil
+
+    from hwnas.errors import ProfileError
+
+    prof, out, *_ = tiny_profile
+    shutil.copytree(out, tmp_path / "p")
+    with pytest.raises(ProfileError, match="add --remeasure"):
+        profiler.recalibrate(tmp_path / "p", networks=4)
+    real_get_backend = profiler.get_backend
+    profiler.get_backend = lambda name, **s: real_get_backend(name, **{**s, **FAST})
+    try:
+        again = profiler.recalibrate(tmp_path / "p", remeasure=True, networks=4)
+    finally:
+        profiler.get_backend = real_get_backend
+    nets = again.calibration["networks"]
+    # the same seed stream gives the same networks; each is measured anew (interleaved, 10th percentile)
+    assert [n["arch"] for n in nets] == [n["arch"] for n in prof.calibration["networks"]]
+    assert all(n["measured_batch_ms"] == n["p10_ms"] > 0 for n in nets) and "networks_remeasured" in again.metadata
+    assert Profile.load(tmp_path / "p").hash == again.hash != prof.hash

@@ -206,9 +206,11 @@ def validate_cmd(profile_name, samples, seed, plot, published, no_progress, as_j
 @click.option("--profile", "profile_name", default=None, help=PROFILE_HELP)
 @click.option("--remeasure", is_flag=True,
               help="Measure the profile's calibration networks again first (on the profiled device only).")
+@click.option("--networks", type=click.IntRange(min=3), default=None,
+              help="With --remeasure: sample and measure this many fresh calibration networks instead.")
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (form, per-form leave-one-out figures, hash).")
-def recalibrate_cmd(profile_name, remeasure, no_progress, as_json) -> None:
+def recalibrate_cmd(profile_name, remeasure, networks, no_progress, as_json) -> None:
     """Refit a profile's calibration in place on its whole networks (the parts are not re-measured).
 
     Use it after a predictor change (a profile records the predictor version it
@@ -218,10 +220,12 @@ def recalibrate_cmd(profile_name, remeasure, no_progress, as_json) -> None:
     \b
     Example:
       hwnas latency recalibrate --profile profiles/ort-cpu1-b1-nb201 --remeasure
+      hwnas latency recalibrate --profile profiles/ort-cpu1-b1-imagenet224 --remeasure --networks 80
     """
     from hwnas.latency.profiler import recalibrate
 
-    profile = recalibrate(_profile(profile_name).path, remeasure=remeasure, progress=not no_progress)
+    profile = recalibrate(_profile(profile_name).path, remeasure=remeasure, progress=not no_progress,
+                          networks=networks)
     cal = profile.calibration
     out = {"profile": profile.name, "path": str(profile.path), "hash": profile.hash, "form": cal["form"],
            "networks": len(cal["networks"]), "remeasured": remeasure,
