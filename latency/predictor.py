@@ -794,6 +794,19 @@ class Predictor:
             mis += v[i + 3]
         return total, mb, int(round(n)), mis
 
+    def _value_row(self, b, h: int, first_new: int, new: list) -> int:
+        """The cache row of block ``b`` at input size ``h``, found by value; a new one is numbered after
+        ``first_new`` and the rows already queued in ``new`` and queued too. (:meth:`_rows_of` inlines the
+        same steps in its per-block loop, the one-at-a-time hot path.)"""
+        at = self._row_at.get(h)
+        if at is None:
+            at = self._row_at[h] = {}
+        r = at.get(b)
+        if r is None:
+            r = at[b] = first_new + len(new)
+            new.append((b, h))
+        return r
+
     def _structure_features_many(self, archs) -> np.ndarray:
         """features() of many Zen-NAS structures as an (n, 4) array, from the same rows as :meth:`_rows_of`.
 
@@ -807,8 +820,7 @@ class Predictor:
             return np.zeros((0, 4))
         if self.cached_rows > self.block_cache_limit or len(self._id_code) > self.block_cache_limit:
             self._clear_block_cache()  # only between batches: rows of a batch stay valid
-        id_code, id_head, keep, row_at, head_row = (self._id_code, self._id_head, self._id_blocks, self._row_at,
-                                                    self._head_row)
+        id_code, id_head, keep, head_row = self._id_code, self._id_head, self._id_blocks, self._head_row
         blocks_of = list(map(_BLOCKS, archs))
         lens = np.fromiter(map(len, blocks_of), dtype=np.int64, count=n)
         flat = list(chain.from_iterable(blocks_of))
@@ -830,13 +842,7 @@ class Predictor:
             for q in np.sort(unknown[first]).tolist():
                 b = flat[q]
                 h = resolution if is_start[q] else id_code[ids[q - 1]] & _SIZE_MASK
-                at = row_at.get(h)
-                if at is None:
-                    at = row_at[h] = {}
-                r = at.get(b)
-                if r is None:
-                    r = at[b] = first_new + len(new)
-                    new.append((b, h))
+                r = self._value_row(b, h, first_new, new)
                 keep.append(b)
                 if h >= _SIZE_MASK:
                     raise ProfileError(f"input size {h} is too large for the predictor's block cache")
@@ -861,13 +867,7 @@ class Predictor:
                 if (cl[q] >> _SIZE_BITS) & _SIZE_MASK == h:
                     continue
                 b = flat[q]
-                at = row_at.get(h)
-                if at is None:
-                    at = row_at[h] = {}
-                r = at.get(b)
-                if r is None:
-                    r = at[b] = first_new + len(new)
-                    new.append((b, h))
+                r = self._value_row(b, h, first_new, new)
                 c = cl[q] = _block_code(r, h, (h - 1) // b.stride + 1)
                 fixed.append(q)
                 if q < last and not is_start[q + 1] and (not pending or pending[-1] != q + 1) \
