@@ -71,8 +71,9 @@ def profile_device_cmd(use_cpu, gpu, backend, precision, batch, threads, space, 
     --networks random whole networks are timed end to end (in rounds interleaved
     across networks; the 10th percentile of their samples) and the predictor's
     calibration is fitted on them; for NB201 on onnxruntime CPU also the
-    optimized-graph table of every cell (the graph calibration form). Times are batch times; predictions are per
-    image (batch time / batch). Interrupted runs resume: rerun the same command.
+    optimized-graph table of every cell (the graph calibration form). Times are
+    batch times; predictions are per image (batch time / batch). Interrupted
+    runs resume: rerun the same command.
 
     \b
     Example:
