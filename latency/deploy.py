@@ -705,7 +705,7 @@ def check(directory: str | Path, profile_path: str | Path | None = None, *, tole
     ``within_tolerance``. Settings that differ (runtime, precision, batch,
     space, resolution, classes, SE, device) raise DeployError naming them.
     """
-    from hwnas.latency.backends import get_backend, network_ms, summarize
+    from hwnas.latency.backends import get_backend, measure_interleaved, network_ms, summarize
     from hwnas.latency.predictor import Predictor
     from hwnas.latency.profile import Profile
     from hwnas.models.spaces.base import get_space
@@ -728,8 +728,10 @@ def check(directory: str | Path, profile_path: str | Path | None = None, *, tole
     predicted = float(Predictor(profile).predict_ms(space.parse(manifest["structure"])))
     if manifest["format"] == "onnx":
         backend = get_backend(profile.backend, **profile.settings)
-        kwargs = {k: v for k, v in (("warmup", warmup), ("repeats", repeats)) if v is not None}
-        measurement = backend.measure_onnx(directory / ONNX_FILE, batch=batch, **kwargs)
+        # timed the way whole networks are (samples in rounds spread over a second or more)
+        measurement = measure_interleaved(backend, [directory / ONNX_FILE],
+                                          lambda path: backend.prepare_onnx(path, batch=batch, warmup=warmup),
+                                          repeats=repeats)[0]
         threads = profile.settings.get("threads")
         runtime = (f"onnxruntime {backend.versions().get('onnxruntime')} {profile.settings.get('device', 'cpu')}"
                    + (f", {threads} thread{'s' if threads != 1 else ''}" if threads else ""))

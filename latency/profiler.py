@@ -112,7 +112,8 @@ def sample_networks(space, n: int, seed: int) -> list:
 def measure_networks(space, archs, backend, on_chunk=None) -> list:
     """Batch-time Measurements of whole networks of ``space``, timed in rounds interleaved across them."""
     shape = (3, space.resolution, space.resolution)
-    return measure_interleaved(backend, list(archs), lambda arch: (space.build(arch), shape), on_chunk=on_chunk)
+    return measure_interleaved(backend, list(archs), lambda arch: backend.prepare(space.build(arch), shape),
+                               on_chunk=on_chunk)
 
 
 class Journal:

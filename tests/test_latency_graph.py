@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from hwnas.errors import ProfileError
-from hwnas.latency.backends import Measurement, measure_interleaved, network_ms, take_samples
+from hwnas.latency.backends import ROUND_SECONDS, Measurement, measure_interleaved, network_ms, take_samples
 from hwnas.latency.graph import GraphFeatures, fanout_features, optimized_op_counts
 from hwnas.latency.predictor import FORM_FEATURES, Predictor, apply_calibration, fit_calibration
 from hwnas.latency.profile import Profile
@@ -153,10 +153,12 @@ class _FakeBackend:
         return timer
 
 
-def test_interleaved_rounds_spread_a_burst_over_all_networks():
+def test_interleaved_rounds_spread_a_burst_over_all_networks(monkeypatch):
+    pauses = []
+    monkeypatch.setattr("time.sleep", pauses.append)
     backend = _FakeBackend()
     chunks = []
-    out = measure_interleaved(backend, ["a", "b", "c"], lambda m: (m, (3, 8, 8)), rounds=5, chunk=2,
+    out = measure_interleaved(backend, ["a", "b", "c"], lambda m: backend.prepare(m, (3, 8, 8)), rounds=5, chunk=2,
                               on_chunk=lambda items, ms: chunks.append(list(items)))
     assert chunks == [["a", "b"], ["c"]]
     # two samples of each network per round, round robin within a chunk
@@ -165,6 +167,8 @@ def test_interleaved_rounds_spread_a_burst_over_all_networks():
     assert [m.repeats for m in out] == [10, 10, 10]
     # the burst (samples 8..13) fell on 4 of a's samples and 2 of b's; the 10th percentile is not moved by it
     assert [network_ms(m) for m in out] == pytest.approx([1.0, 2.0, 3.0])
+    # rounds this short are padded with a pause to ROUND_SECONDS, between rounds only: 4 per chunk
+    assert len(pauses) == 8 and all(0 < p <= ROUND_SECONDS for p in pauses)
 
 
 def test_take_samples_replaces_invalid_ones():

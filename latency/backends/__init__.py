@@ -94,34 +94,44 @@ def timed(timer: Timer, repeats: int) -> Measurement:
         timer.close()
 
 
-# Whole networks are timed in rounds over chunks of this many networks, repeats/ROUNDS samples per round.
+# Whole networks are timed in rounds over chunks of this many networks, repeats/ROUNDS samples per round; a round
+# lasts at least ROUND_SECONDS (a pause makes up the rest), so that even a single network's samples are spread
+# over a second or more instead of falling into one burst of load.
 ROUNDS = 5
 CHUNK = 10
+ROUND_SECONDS = 0.25
 
 
-def measure_interleaved(backend, items: Sequence, build: Callable, *, rounds: int = ROUNDS, chunk: int = CHUNK,
-                        on_chunk: Callable | None = None) -> list[Measurement]:
-    """Measurements of many modules timed in interleaved rounds.
+def measure_interleaved(backend, items: Sequence, prepare: Callable, *, rounds: int = ROUNDS, chunk: int = CHUNK,
+                        repeats: int | None = None, on_chunk: Callable | None = None) -> list[Measurement]:
+    """Measurements of many prepared modules timed in interleaved rounds.
 
-    ``build(item)`` gives ``(module, input_shape)``. Items are prepared a
-    chunk at a time; each round takes ``ceil(backend.repeats / rounds)``
-    samples of every module of the chunk in turn, so each module's samples
-    are spread over the whole chunk's timing. ``on_chunk(items, measurements)``
-    is called after each chunk (for journaling and progress).
+    ``prepare(item)`` gives a :class:`Timer`. Items are prepared a chunk at a
+    time; each round takes ``ceil(repeats / rounds)`` samples (``repeats``:
+    the backend's by default) of every timer of the chunk in turn, so each
+    item's samples are spread over the whole chunk's timing.
+    ``on_chunk(items, measurements)`` is called after each chunk (for
+    journaling and progress).
     """
+    import time
+
     out: list[Measurement] = []
-    per_round = max(1, math.ceil(backend.repeats / max(1, rounds)))
+    repeats = backend.repeats if repeats is None else int(repeats)
+    per_round = max(1, math.ceil(repeats / max(1, rounds)))
     for start in range(0, len(items), max(1, chunk)):
         part = list(items[start:start + chunk])
         timers: list = []
         try:
             for item in part:
-                module, shape = build(item)
-                timers.append(backend.prepare(module, shape))
+                timers.append(prepare(item))
             samples: list[list[float]] = [[] for _ in timers]
-            for _ in range(max(1, rounds)):
+            for r in range(max(1, rounds)):
+                began = time.monotonic()
                 for timer, acc in zip(timers, samples):
                     acc += take_samples(timer, per_round)
+                rest = ROUND_SECONDS - (time.monotonic() - began)
+                if rest > 0 and r < rounds - 1:
+                    time.sleep(rest)
         finally:
             for timer in timers:
                 timer.close()
@@ -143,6 +153,9 @@ class Backend(Protocol):
     def prepare(self, module, input_shape: tuple[int, int, int], *, batch: int | None = None,
                 warmup: int | None = None) -> Timer:
         """``module`` ready to time on inputs of ``(batch, *input_shape)``, warmed up."""
+
+    def prepare_onnx(self, path, *, batch: int | None = None, warmup: int | None = None) -> Timer:
+        """An ONNX file ready to time (BackendUnavailable for a backend that runs torch modules only)."""
 
     def measure_module(self, module, input_shape: tuple[int, int, int], *, batch: int | None = None,
                        warmup: int | None = None, repeats: int | None = None) -> Measurement:

@@ -75,7 +75,7 @@ class OnnxRuntimeBackend:
         try:
             path = Path(tmp.name) / "part.onnx"
             export_onnx(module, tuple(input_shape), batch, path, half=self.settings["precision"] == "fp16")
-            return self._prepare_onnx(path, batch, warmup, tmp)
+            return self.prepare_onnx(path, batch=batch, warmup=warmup, tmp=tmp)
         except BaseException:
             tmp.cleanup()
             raise
@@ -85,10 +85,10 @@ class OnnxRuntimeBackend:
         return timed(timer, self.repeats if repeats is None else int(repeats))
 
     def measure_onnx(self, path, *, batch=None, warmup=None, repeats=None) -> Measurement:
-        timer = self._prepare_onnx(path, batch, warmup)
+        timer = self.prepare_onnx(path, batch=batch, warmup=warmup)
         return timed(timer, self.repeats if repeats is None else int(repeats))
 
-    def _prepare_onnx(self, path, batch=None, warmup=None, tmp=None) -> "_OrtTimer":
+    def prepare_onnx(self, path, *, batch=None, warmup=None, tmp=None) -> "_OrtTimer":
         if not Path(path).is_file():
             raise HwnasError(f"no ONNX file at {path}")
         session = self._session(path)

@@ -68,7 +68,7 @@ class TensorRTBackend:
         with tempfile.TemporaryDirectory(prefix="hwnas-trt-") as tmp:
             path = Path(tmp) / "part.onnx"
             export_onnx(module, tuple(input_shape), batch, path, dynamic_batch=True, half=half)
-            return self._prepare_onnx(path, batch, warmup)
+            return self.prepare_onnx(path, batch=batch, warmup=warmup)
 
     def measure_module(self, module, input_shape, *, batch=None, warmup=None, repeats=None) -> Measurement:
         timer = self.prepare(module, input_shape, batch=batch, warmup=warmup)
@@ -111,10 +111,10 @@ class TensorRTBackend:
         return engine
 
     def measure_onnx(self, path, *, batch=None, warmup=None, repeats=None) -> Measurement:
-        timer = self._prepare_onnx(path, batch, warmup)
+        timer = self.prepare_onnx(path, batch=batch, warmup=warmup)
         return timed(timer, self.repeats if repeats is None else int(repeats))
 
-    def _prepare_onnx(self, path, batch=None, warmup=None) -> "_TrtTimer":
+    def prepare_onnx(self, path, *, batch=None, warmup=None) -> "_TrtTimer":
         trt, torch = self._trt, self._torch
         if not Path(path).is_file():
             raise HwnasError(f"no ONNX file at {path}")

@@ -49,6 +49,9 @@ class TorchBackend:
             out["cudnn"] = str(torch.backends.cudnn.version())
         return out
 
+    def prepare_onnx(self, path, **_kw):
+        return self.measure_onnx(path)
+
     def measure_onnx(self, path, **_kw) -> Measurement:
         raise BackendUnavailable("the torch backend times torch modules, not ONNX files; "
                                  "use --backend onnxruntime or tensorrt for an ONNX file")
