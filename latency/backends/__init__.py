@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
@@ -113,8 +114,6 @@ def measure_interleaved(backend, items: Sequence, prepare: Callable, *, rounds: 
     ``on_chunk(items, measurements)`` is called after each chunk (for
     journaling and progress).
     """
-    import time
-
     out: list[Measurement] = []
     repeats = backend.repeats if repeats is None else int(repeats)
     per_round = max(1, math.ceil(repeats / max(1, rounds)))
