@@ -655,16 +655,6 @@ def read_manifest(directory: str | Path, verify_hashes: bool = True) -> dict:
 _RUNTIME = {"onnx": "onnxruntime", "tensorrt": "tensorrt"}
 
 
-def _device_name(settings: dict) -> str:
-    from hwnas.latency.device import cpu_info
-
-    if settings.get("device", "cpu") == "cpu":
-        return cpu_info()["name"]
-    import torch
-
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA GPU"
-
-
 def _refusals(manifest: dict, profile, space) -> list[str]:
     """Every way the deployment's settings differ from the profile's: each makes the comparison meaningless."""
     settings = profile.settings
@@ -688,7 +678,9 @@ def _refusals(manifest: dict, profile, space) -> list[str]:
     if manifest.get("use_se"):
         out.append("the artifact has SE modules, the profile predicts networks without them")
     profiled_on = str(profile.metadata.get("device", {}).get("name", ""))
-    here = _device_name(settings)
+    from hwnas.latency.device import current_device_name
+
+    here = current_device_name(settings)
     if profiled_on != here:
         out.append(f"the profile was measured on {profiled_on or 'an unnamed device'}, this machine is {here}")
     return out

@@ -112,3 +112,13 @@ def identity(device: str = "cpu", gpu: str | None = None) -> dict:
     if not gpus:
         raise BackendUnavailable("a GPU device was requested but NVML reports no NVIDIA GPU")
     return gpus[0]
+
+
+def current_device_name(settings: dict) -> str:
+    """The name of the device a profile's ``settings`` would run on here: this CPU, or the visible CUDA GPU (as
+    torch names it; "no CUDA GPU" when there is none)."""
+    if settings.get("device", "cpu") == "cpu":
+        return cpu_info()["name"]
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA GPU"

@@ -30,10 +30,10 @@ from hwnas.models.spaces.base import get_space
 
 def require_profiled_device(profile: Profile, doing: str = "measured") -> None:
     """Refuse (ProfileError) to measure for a profile on a device other than the one it was profiled on."""
-    from hwnas.latency.device import identity
+    from hwnas.latency.device import current_device_name
 
     there = profile.metadata.get("device", {}).get("name")
-    here = identity(profile.settings.get("device", "cpu"))["name"]
+    here = current_device_name(profile.settings)
     if here != there:
         raise ProfileError(f"profile {profile.name} was measured on {there}; this machine has {here}, so networks "
                            f"cannot be {doing} here for it")
