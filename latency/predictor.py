@@ -15,16 +15,21 @@ Three steps, each with one place in this file:
    cell ops) is interpolated within its group (everything but the widths) by
    a small cost model ``a + b·MACs + c·activation elements`` times the
    measured/model ratio, interpolated linearly in log-width space.
-2. **Raw sum** of the part costs, plus three network features the calibration may
-   use: ``boundary_mb``, the activation megabytes handed into the parts (each
-   separately timed part pays for receiving and returning its activations, a
-   whole network does not), the number of parts, and ``misaligned_ms``, the
-   part time spent in misaligned convolutions.
+2. **Raw sum** of the part costs, plus network features the calibration may
+   use (:data:`FEATURES`): ``boundary_mb``, the activation megabytes handed into
+   the parts (each separately timed part pays for receiving and returning its
+   activations, a whole network does not), the number of parts,
+   ``misaligned_ms``, the part time spent in misaligned convolutions,
+   ``weight_mb``, the parts' weights (a part timed alone keeps its weights in
+   cache from run to run; in a whole network the other layers evict them), and
+   ``boundary_mb2``, the sum of each part's boundary MB squared (a hand-off
+   larger than the caches costs more per byte).
 3. **Calibration** (:func:`fit_calibration`): a model fitted on whole networks
    measured end to end while profiling, in the form the data supports (chosen
    by leave-one-out error among affine, affine + boundary bytes, affine +
-   boundary bytes + part count, log-log, affine + misaligned time, and affine
-   + misaligned time + boundary bytes; for a finite space profiled with ONNX
+   boundary bytes + part count, the same + weight bytes (+ squared boundary
+   bytes), log-log, affine + misaligned time, and affine + misaligned time +
+   boundary bytes; for a finite space profiled with ONNX
    Runtime on CPU also ``graph``: + boundary bytes + the operator counts of
    the optimized graph and the cell's fan-out, see :mod:`hwnas.latency.graph`),
    stored in the profile.
@@ -64,7 +69,12 @@ def _block_code(row: int, size: int, size_out: int) -> int:
     if size >= _SIZE_MASK:
         raise ProfileError(f"input size {size} is too large for the predictor's block cache")
     return row << 2 * _SIZE_BITS | size << _SIZE_BITS | size_out
-CALIBRATION_FORMS = ("affine", "boundary", "boundary_count", "loglog", "misaligned", "misaligned_boundary", "graph")
+CALIBRATION_FORMS = ("affine", "boundary", "boundary_count", "weights", "weights_b2", "loglog", "misaligned",
+                     "misaligned_boundary", "graph")
+# The per-network features of a prediction before calibration, in this order (Predictor.features): raw sum of
+# part batch times (ms), boundary MB, number of parts, misaligned ms, weight MB, sum of squared boundary MB.
+FEATURES = ("s", "b", "n", "m", "w", "b2")
+_WIDTH = len(FEATURES)  # columns of the predictor's per-block rows
 
 
 # --- 1. part cost -------------------------------------------------------------------------------
@@ -87,6 +97,15 @@ def part_features(part: Part) -> tuple[float, float, float]:
         return inp + part.cin * part.cout, inp, float(part.cout)
     macs = float(max(part.cin, 1) * max(part.cout, 1) * r_out * r_out + max(part.mid, 0) * r_out * r_out)
     return macs, inp, float(max(part.cout, 1) * r_out * r_out)
+
+
+def part_params(part: Part) -> int:
+    """Weights of one part (a convolution kernel or the head's classifier; 0 for other ops)."""
+    spec = conv_spec(part)
+    if spec is not None:
+        kernel, groups = spec
+        return part.cin // groups * part.cout * kernel * kernel
+    return part.cin * part.cout if part.op == "head" else 0
 
 
 def misaligned(dense, cin, cout, block: int):
@@ -461,6 +480,8 @@ FORM_FEATURES = {
     "affine": ("s",),
     "boundary": ("s", "b"),
     "boundary_count": ("s", "b", "n"),
+    "weights": ("s", "b", "n", "w"),
+    "weights_b2": ("s", "b", "n", "w", "b2"),
     "loglog": ("log_s",),
     "misaligned": ("s", "m"),
     "misaligned_boundary": ("s", "m", "b"),
@@ -471,27 +492,38 @@ FORM_FEATURES = {
 GRAPH_RIDGE = 0.3
 
 
-def _features(form: str, s, b, n, m, log):
+def _features(form: str, f, log):
+    """The terms of ``form`` from features ``f`` (indexed in :data:`FEATURES` order: floats of one network,
+    or columns of many), graph features aside."""
     if form not in FORM_FEATURES:
         raise ProfileError(f"unknown calibration form {form!r}; expected one of {', '.join(CALIBRATION_FORMS)}")
-    values = {"s": s, "b": b, "n": n, "m": m}
-    return [log(s) if name == "log_s" else values[name] for name in FORM_FEATURES[form] if name != "graph"]
+    return [log(f[0]) if name == "log_s" else f[_COLUMN[name]] for name in FORM_FEATURES[form] if name != "graph"]
 
 
-def _design(form: str, s, b, n, m=None, x=None) -> np.ndarray:
-    s, b, n = (np.asarray(v, dtype=float) for v in (s, b, n))
-    m = np.zeros_like(s) if m is None else np.asarray(m, dtype=float)
-    cols = _features(form, s, b, n, m, np.log)
+_COLUMN = {name: i for i, name in enumerate(FEATURES)}
+
+
+def _columns(F) -> np.ndarray:
+    F = np.asarray(F, dtype=float)
+    F = F.reshape(1, -1) if F.ndim == 1 else F
+    if F.shape[1] != len(FEATURES):
+        raise ProfileError(f"expected {len(FEATURES)} features per network ({', '.join(FEATURES)}), got {F.shape[1]}")
+    return F
+
+
+def _design(form: str, F, x=None) -> np.ndarray:
+    F = _columns(F)
+    cols = _features(form, F.T, np.log)
     if "graph" in FORM_FEATURES[form]:
         if x is None:
             raise ProfileError("the graph calibration form needs the architectures' graph features")
-        cols += list(np.asarray(x, dtype=float).reshape(len(s), -1).T)
-    return np.column_stack(cols + [np.ones_like(s)])
+        cols += list(np.asarray(x, dtype=float).reshape(len(F), -1).T)
+    return np.column_stack(cols + [np.ones(len(F))])
 
 
-def _fit(form: str, s, b, n, y, m=None, x=None) -> np.ndarray:
+def _fit(form: str, F, y, x=None) -> np.ndarray:
     y = np.asarray(y, dtype=float)
-    X = _design(form, s, b, n, m, x)
+    X = _design(form, F, x)
     if form == "loglog":
         coef, *_ = np.linalg.lstsq(X, np.log(y), rcond=None)
         return coef
@@ -504,52 +536,52 @@ def _fit(form: str, s, b, n, y, m=None, x=None) -> np.ndarray:
     return coef
 
 
-def apply_calibration(form: str, coef, s, b, n, m=None, x=None) -> np.ndarray:
-    s = np.atleast_1d(s)
-    X = _design(form, s, np.atleast_1d(b), np.atleast_1d(n), None if m is None else np.atleast_1d(m),
-                None if x is None else np.asarray(x, dtype=float).reshape(len(s), -1))
+def apply_calibration(form: str, coef, F, x=None) -> np.ndarray:
+    """Calibrated batch ms of networks with features ``F`` (one row per network, :data:`FEATURES` order)."""
+    F = _columns(F)
+    X = _design(form, F, None if x is None else np.asarray(x, dtype=float).reshape(len(F), -1))
     out = X @ np.asarray(coef, dtype=float)
     return np.exp(out) if form == "loglog" else out
 
 
-def fit_calibration(s, b, n, y, m=None, forms: Iterable[str] = CALIBRATION_FORMS, x=None) -> dict:
-    """Fit every form on (raw sum, boundary MB, part count, misaligned ms[, graph features ``x``]) → measured
-    batch ms; keep the best by leave-one-out.
+def fit_calibration(F, y, forms: Iterable[str] = CALIBRATION_FORMS, x=None) -> dict:
+    """Fit every form on features ``F`` (one row per network, :data:`FEATURES` order[, graph features ``x``])
+    → measured batch ms; keep the best by leave-one-out.
 
     Returns a dict with ``form``, ``coef`` and, per form, the leave-one-out
     MAPE and fraction within ±10% (what the choice was based on). The simplest
     form within 0.1 percentage point of the best leave-one-out MAPE wins. The
     graph form is tried only when ``x`` (one row per network) is given.
     """
-    s, b, n, y = (np.asarray(v, dtype=float) for v in (s, b, n, y))
-    m = np.zeros_like(s) if m is None else np.asarray(m, dtype=float)
-    x = None if x is None else np.asarray(x, dtype=float).reshape(len(s), -1)
-    if not np.any(m):  # nothing misaligned: those forms would be singular
+    F, y = _columns(F), np.asarray(y, dtype=float)
+    x = None if x is None else np.asarray(x, dtype=float).reshape(len(F), -1)
+    if not np.any(F[:, _COLUMN["m"]]):  # nothing misaligned: those forms would be singular
         forms = [f for f in forms if not f.startswith("misaligned")]
+    if not np.any(F[:, _COLUMN["w"]]):  # no weights (a table of bare ops): likewise
+        forms = [f for f in forms if not f.startswith("weights")]
     if x is None:
         forms = [f for f in forms if "graph" not in FORM_FEATURES[f]]
     if len(y) < 3:
         raise ProfileError(f"calibration needs at least 3 measured networks, got {len(y)}")
     report = {}
     for form in forms:
-        k = _design(form, s[:1], b[:1], n[:1], m[:1], None if x is None else x[:1]).shape[1]
+        k = _design(form, F[:1], None if x is None else x[:1]).shape[1]
         if len(y) < k + 2:
             continue
         pred = np.empty_like(y)
         for i in range(len(y)):
             k_ = np.arange(len(y)) != i
             xk, xi = (None, None) if x is None else (x[k_], x[i:i + 1])
-            pred[i] = apply_calibration(form, _fit(form, s[k_], b[k_], n[k_], y[k_], m[k_], xk),
-                                        s[i], b[i], n[i], m[i], xi)[0]
+            pred[i] = apply_calibration(form, _fit(form, F[k_], y[k_], xk), F[i], xi)[0]
         err = np.abs(pred / y - 1)
         report[form] = {"loo_mape": float(err.mean() * 100), "loo_within_10pct": float((err <= 0.10).mean()),
                         "loo_within_5pct": float((err <= 0.05).mean()), "params": k}
     if not report:
         raise ProfileError(f"calibration needs more measured networks than {len(y)} for any form")
-    raw_err = np.abs(s / y - 1)
+    raw_err = np.abs(F[:, 0] / y - 1)
     best = min(r["loo_mape"] for r in report.values())
     form = min((f for f in report if report[f]["loo_mape"] <= best + 0.1), key=lambda f: report[f]["params"])
-    coef = _fit(form, s, b, n, y, m, x)
+    coef = _fit(form, F, y, x)
     return {"form": form, "coef": [float(c) for c in coef], "forms": report,
             "raw_sum_mape": float(raw_err.mean() * 100), "raw_sum_within_10pct": float((raw_err <= 0.1).mean()),
             "predictor_version": PREDICTOR_VERSION}
@@ -575,8 +607,10 @@ class Predictor:
             raise ProfileError(f"profile {profile.name}: calibrated for predictor version "
                                f"{cal.get('predictor_version')}, this hwnas has {PREDICTOR_VERSION}; re-run profile-device")
         self._boundary_mb_per_elem = 4 * self.batch / 1e6  # fp32 activations handed over per input element
+        self._weight_mb_per_param = 4 / 1e6
         if profile.precision == "fp16":
             self._boundary_mb_per_elem /= 2
+            self._weight_mb_per_param /= 2
         self._graph = None
         if self.form is not None and "graph" in FORM_FEATURES[self.form]:
             from hwnas.latency.graph import GraphFeatures
@@ -595,19 +629,24 @@ class Predictor:
         self._dense_ops: dict[str, bool] = {}
         self._clear_block_cache()
 
-    def _part_terms(self, parts) -> tuple[float, float, int, float]:
-        total, mb, n, mis = 0.0, 0.0, 0, 0.0
+    def _part_terms(self, parts) -> tuple[float, ...]:
+        total, mb, n, mis, params, mb2 = 0.0, 0.0, 0, 0.0, 0.0, 0.0
+        per_elem = self._boundary_mb_per_elem
         for part in parts:
             ms = self.table.ms(part)
             total += ms
             if is_misaligned(part, self._block):
                 mis += ms
-            mb += part.cin * part.resolution * part.resolution
+            handed = part.cin * part.resolution * part.resolution * per_elem
+            mb += handed
+            mb2 += handed * handed
+            params += part_params(part)
             n += 1
-        return total, mb * self._boundary_mb_per_elem, n, mis
+        return total, mb, n, mis, params * self._weight_mb_per_param, mb2
 
-    def features(self, arch) -> tuple[float, float, int, float]:
-        """(raw sum of part batch times in ms, boundary MB, number of parts, misaligned ms) before calibration."""
+    def features(self, arch) -> tuple[float, ...]:
+        """The network's features before calibration, in :data:`FEATURES` order: raw sum of part batch times
+        (ms), boundary MB, number of parts, misaligned ms, weight MB, sum of squared boundary MB."""
         if isinstance(arch, str):
             arch = self.space.parse(arch)
         if self._structure_space and isinstance(arch, Structure):
@@ -619,8 +658,8 @@ class Predictor:
         # no key object is kept per block: fewer objects for the garbage collector to walk).
         self._row_at: dict[int, dict] = {}
         self._head_row: dict[tuple[int, int], int] = {}
-        self._rows = np.empty((1024, 4))
-        self._row_values: list[float] = []  # the rows again, flat (4 a row): plain floats, no objects for the GC
+        self._rows = np.empty((1024, _WIDTH))
+        self._row_values: list[float] = []  # the rows again, flat (_WIDTH a row): plain floats, no objects for the GC
         # The batch path's index by block object: id(block) -> row << 40 | input size << 20 | output size, and
         # id(last block) -> head row << 20 | size. Every block in it is kept alive in _id_blocks, so an id
         # never names another object while it is cached.
@@ -672,7 +711,7 @@ class Predictor:
     @property
     def cached_rows(self) -> int:
         """Rows in the block cache (blocks at an input size, and heads)."""
-        return len(self._row_values) // 4
+        return len(self._row_values) // _WIDTH
 
     def _add_rows(self, keys: list) -> None:
         """Compute and store the rows of new cache keys, in order.
@@ -684,7 +723,7 @@ class Predictor:
         :class:`~hwnas.models.units.BlockColumns`; a few, one by one
         (``ZenNASSpace.block_kernels``). Both read the same rules.
         """
-        new = np.zeros((len(keys), 4))
+        new = np.zeros((len(keys), _WIDTH))
         blocks = [j for j, key in enumerate(keys) if len(key) == 2]
         if len(blocks) >= self.columns_from:
             self._block_rows_columns(keys, blocks, new)
@@ -696,7 +735,7 @@ class Predictor:
                 new[j] = self._part_terms([Part(op="head", cin=width, cout=self.space.num_classes, resolution=h)])
         used = self.cached_rows
         if used + len(keys) > len(self._rows):
-            grown = np.empty((max(2 * len(self._rows), used + len(keys)), 4))
+            grown = np.empty((max(2 * len(self._rows), used + len(keys)), _WIDTH))
             grown[:used] = self._rows[:used]
             self._rows = grown
         self._rows[used:used + len(keys)] = new
@@ -713,16 +752,20 @@ class Predictor:
         for j in blocks:
             b, h = keys[j]
             later = float(b.sub_layers - 1)
-            total = mb = n = mis = 0.0
+            total = mb = n = mis = params = mb2 = 0.0
             for sub, op, cin, cout, size, stride in self.space.block_kernels(b, h, sub_layers=2):
                 w = 1.0 if sub == 0 else later
-                ms = ms_of(Part(op, cin, cout, size, stride))
+                part = Part(op, cin, cout, size, stride)
+                ms = ms_of(part)
+                handed = cin * size * size * per_elem
                 total += w * ms
-                mb += w * (cin * size * size)
+                mb += w * handed
+                mb2 += w * handed * handed
+                params += w * part_params(part)
                 n += w
                 if misaligned(self._dense(op), cin, cout, block):
                     mis += w * ms
-            new[j] = total, mb * per_elem, n, mis
+            new[j] = total, mb, n, mis, params * self._weight_mb_per_param, mb2
 
     def _block_rows_columns(self, keys: list, blocks: list, new: np.ndarray) -> None:
         groups: dict = {}
@@ -775,24 +818,32 @@ class Predictor:
         ms = self.table.coded_ms(ops, code, cin, cout, size, stride)
         dense = np.array([self._dense(op) for op in ops])[code]
         mis = misaligned(dense, cin, cout, self._block)
+        # part_params on columns: k² × (cin × cout, or cout for a depthwise kernel), 0 for a non-kernel op
+        square = np.array([(conv_spec(Part(op, 1, 1, 1)) or (0, 0))[0] ** 2 for op in ops])[code]
+        params = square * np.where(np.array([op.startswith("dw") for op in ops])[code], cout, cin * cout)
+        handed = (cin * size * size) * self._boundary_mb_per_elem
         n = len(keys)
         new[:, 0] = np.bincount(owner, w * ms, minlength=n)
-        new[:, 1] = np.bincount(owner, w * (cin * size * size), minlength=n) * self._boundary_mb_per_elem
+        new[:, 1] = np.bincount(owner, w * handed, minlength=n)
         new[:, 2] = np.bincount(owner, w, minlength=n)
         new[:, 3] = np.bincount(owner, w * np.where(mis, ms, 0.0), minlength=n)
+        new[:, 4] = np.bincount(owner, w * params, minlength=n) * self._weight_mb_per_param
+        new[:, 5] = np.bincount(owner, w * handed * handed, minlength=n)
 
-    def _structure_features(self, arch) -> tuple[float, float, int, float]:
+    def _structure_features(self, arch) -> tuple[float, ...]:
         """features() of one Zen-NAS structure: the sum of its cached rows (see :meth:`_rows_of`)."""
         rows, _ = self._rows_of((arch,))
         v = self._row_values
-        total = mb = n = mis = 0.0
+        total = mb = n = mis = params = mb2 = 0.0
         for r in rows:
-            i = 4 * r
+            i = _WIDTH * r
             total += v[i]
             mb += v[i + 1]
             n += v[i + 2]
             mis += v[i + 3]
-        return total, mb, int(round(n)), mis
+            params += v[i + 4]
+            mb2 += v[i + 5]
+        return total, mb, int(round(n)), mis, params, mb2
 
     def _value_row(self, b, h: int, first_new: int, new: list) -> int:
         """The cache row of block ``b`` at input size ``h``, found by value; a new one is numbered after
@@ -808,7 +859,7 @@ class Predictor:
         return r
 
     def _structure_features_many(self, archs) -> np.ndarray:
-        """features() of many Zen-NAS structures as an (n, 4) array, from the same rows as :meth:`_rows_of`.
+        """features() of many Zen-NAS structures as an (n, 6) array, from the same rows as :meth:`_rows_of`.
 
         Blocks are found by identity first (a mutant holds its parent's block
         objects; ``_id_code``), each checked to sit at the input size it was
@@ -817,7 +868,7 @@ class Predictor:
         """
         n = len(archs)
         if not n:
-            return np.zeros((0, 4))
+            return np.zeros((0, _WIDTH))
         if self.cached_rows > self.block_cache_limit or len(self._id_code) > self.block_cache_limit:
             self._clear_block_cache()  # only between batches: rows of a batch stay valid
         id_code, id_head, keep, head_row = self._id_code, self._id_head, self._id_blocks, self._head_row
@@ -892,19 +943,21 @@ class Predictor:
         rows = self._rows
         return np.add.reduceat(rows[codes >> 2 * _SIZE_BITS], starts, axis=0) + rows[heads >> _SIZE_BITS]
 
-    def calibrate(self, s, b, n, m=None) -> np.ndarray:
-        """The calibration applied to arrays of features (forms without graph features)."""
+    def calibrate(self, F) -> np.ndarray:
+        """The calibration applied to features ``F`` of many networks (rows in :data:`FEATURES` order; forms
+        without graph features)."""
+        F = _columns(F)
         if self.form is None:
-            return np.atleast_1d(np.asarray(s, dtype=float))
-        return apply_calibration(self.form, self.coef, s, b, n, m)
+            return F[:, 0].copy()
+        return apply_calibration(self.form, self.coef, F)
 
-    def _calibrate_one(self, s: float, b: float, n: float, m: float, arch=None) -> float:
+    def _calibrate_one(self, f, arch=None) -> float:
         """The calibration applied to one network's features (plain floats: the search's hot path); ``arch``
         gives the graph features where the form uses them."""
         if self.form is None:
-            return s
+            return f[0]
         c = self._coef_list
-        terms = _features(self.form, s, b, n, m, math.log)
+        terms = _features(self.form, f, math.log)
         if self._graph is not None:
             terms = terms + list(self._graph(arch))
         out = c[-1] + sum(ci * x for ci, x in zip(c, terms))
@@ -913,10 +966,10 @@ class Predictor:
     def predict_batch_ms(self, arch) -> float:
         """Calibrated time of one batch of the profile's batch size, in ms."""
         if self._structure_space and isinstance(arch, Structure):
-            return self._calibrate_one(*self._structure_features(arch))
+            return self._calibrate_one(self._structure_features(arch))
         hit = self._arch_cache.get(arch)  # other spaces: whole-architecture cache
         if hit is None:
-            hit = self._calibrate_one(*self.features(arch), arch=arch)
+            hit = self._calibrate_one(self.features(arch), arch=arch)
             if len(self._arch_cache) > 200_000:
                 self._arch_cache.clear()
             self._arch_cache[arch] = hit
@@ -931,6 +984,5 @@ class Predictor:
         (their new blocks computed together), which is much faster than one at a time."""
         archs = list(archs)
         if self._structure_space and all(map(isinstance, archs, repeat(Structure))):
-            f = self._structure_features_many(archs)
-            return self.calibrate(f[:, 0], f[:, 1], f[:, 2], f[:, 3]) / self.batch
+            return self.calibrate(self._structure_features_many(archs)) / self.batch
         return np.fromiter((self.predict_batch_ms(a) for a in archs), dtype=float, count=len(archs)) / self.batch

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from hwnas.errors import HwnasError, ProfileError
-from hwnas.latency.backends import get_backend, network_ms
+from hwnas.latency.backends import PASSES, get_backend, network_ms
 from hwnas.latency.predictor import Predictor
 from hwnas.latency.profile import Profile
-from hwnas.latency.profiler import measure_networks, sample_networks
+from hwnas.latency.profiler import NETWORK_TIMING, measure_networks, sample_networks
 from hwnas.models.spaces.base import get_space
 
 
@@ -111,7 +111,7 @@ def validate(profile: Profile, samples: int = 50, seed: int = 1, plot: str | Non
     # Spread over the size range; a network the calibration was fitted on (rare) is left out.
     archs = [a for a in sample_networks(space, samples, seed) if space.format(a) not in calibrated_on]
     t0 = time.monotonic()
-    bar = tqdm(total=len(archs), disable=not progress, desc="measuring", unit="net")
+    bar = tqdm(total=PASSES * len(archs), disable=not progress, desc="measuring", unit="net")
     measured = measure_networks(space, archs, backend, on_chunk=lambda done, _: bar.update(len(done)))
     bar.close()
     rows = []
@@ -123,7 +123,7 @@ def validate(profile: Profile, samples: int = 50, seed: int = 1, plot: str | Non
     meas = np.array([r["measured_ms"] for r in rows])
     result = {"profile": profile.name, "hash": profile.hash, "seed": seed, **_metrics(pred, meas),
               "measure_seconds": round(time.monotonic() - t0, 1), "latency": "per image (batch time / batch)",
-              "measured": "10th percentile of samples taken in rounds interleaved across the networks",
+              "measured": NETWORK_TIMING,
               "networks": rows}
     if plot:
         scatter_plot(pred, meas, plot, f"{profile.name}: n={len(rows)}, "

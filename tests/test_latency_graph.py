@@ -61,12 +61,13 @@ def test_graph_form_recovers_a_linear_model_of_graph_features():
     b = rng.uniform(0.0, 1.0, n)
     x = rng.integers(0, 20, size=(n, 4)).astype(float)
     y = 0.9 * s + 0.2 * b + x @ np.array([0.01, 0.02, 0.0, 0.005]) + 0.1
-    cal = fit_calibration(s, b, np.full(n, 10.0), y, x=x)
+    F = np.column_stack([s, b, np.full(n, 10.0), np.zeros((n, 3))])  # s, b, n; no m, w, b2
+    cal = fit_calibration(F, y, x=x)
     assert "graph" in cal["forms"] and cal["form"] == "graph"
     assert cal["forms"]["graph"]["loo_mape"] < 1.0 and cal["forms"]["graph"]["loo_within_10pct"] == 1.0
-    pred = apply_calibration("graph", cal["coef"], s, b, np.full(n, 10.0), x=x)
+    pred = apply_calibration("graph", cal["coef"], F, x=x)
     assert np.max(np.abs(pred / y - 1)) < 0.05  # ridge-penalized, so close rather than exact
-    assert "graph" not in fit_calibration(s, b, np.full(n, 10.0), y)["forms"]  # no features, no graph form
+    assert "graph" not in fit_calibration(F, y)["forms"]  # no features, no graph form
 
 
 def _nb201_graph_profile(space, cells, coef_graph):
@@ -96,7 +97,7 @@ def test_predictor_applies_the_graph_form_by_hand(tmp_path):
     loaded = Profile.load(tmp_path / "toy-graph")
     pred = Predictor(loaded)
     for i, cell in enumerate(cells):
-        s, b, n, _ = pred.features(cell)
+        s, b, *_ = pred.features(cell)
         expected = 1.0 * s + 0.5 * b + 0.01 * i + 0.002 * 2 * i + 0.05
         assert pred.predict_ms(cell) == pytest.approx(expected, rel=1e-12)
     with pytest.raises(ProfileError, match="not in the profile's graph table"):
@@ -159,7 +160,7 @@ def test_interleaved_rounds_spread_a_burst_over_all_networks(monkeypatch):
     backend = _FakeBackend()
     chunks = []
     out = measure_interleaved(backend, ["a", "b", "c"], lambda m: backend.prepare(m, (3, 8, 8)), rounds=5, chunk=2,
-                              on_chunk=lambda items, ms: chunks.append(list(items)))
+                              passes=1, on_chunk=lambda items, ms: chunks.append(list(items)))
     assert chunks == [["a", "b"], ["c"]]
     # two samples of each network per round, round robin within a chunk
     assert backend.log[:8] == ["a", "a", "b", "b", "a", "a", "b", "b"]
@@ -169,6 +170,36 @@ def test_interleaved_rounds_spread_a_burst_over_all_networks(monkeypatch):
     assert [network_ms(m) for m in out] == pytest.approx([1.0, 2.0, 3.0])
     # rounds this short are padded with a pause to ROUND_SECONDS, between rounds only: 4 per chunk
     assert len(pauses) == 8 and all(0 < p <= ROUND_SECONDS for p in pauses)
+
+
+def test_passes_keep_each_networks_fastest_pass(monkeypatch):
+    monkeypatch.setattr("time.sleep", lambda s: None)
+
+    class Episode(_FakeTimer):
+        """An episode of contention that lasts a whole pass: every sample of the first 40 is 30% slower."""
+
+        def sample(self):
+            t = self.clock["t"]
+            self.clock["t"] += 1
+            self.log.append(self.name)
+            return self.base * (1.3 if t < 40 else 1.0), True
+
+    backend = _FakeBackend()
+    backend.prepare = lambda m, shape: Episode(m, {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}[m], backend.clock,
+                                               backend.log)
+    seen = []
+    out = measure_interleaved(backend, ["a", "b", "c", "d"], lambda m: backend.prepare(m, (3, 8, 8)), rounds=5,
+                              chunk=2, passes=3, on_chunk=lambda items, ms: seen.append(list(items)))
+    # 10 samples × 4 networks a pass: the first pass is slow throughout, the fastest pass is kept
+    assert [network_ms(m) for m in out] == pytest.approx([1.0, 2.0, 3.0, 4.0])
+    assert len(backend.log) == 120 and sum(map(len, seen)) == 12
+    # every pass visits all networks, the later ones in another order (other neighbours in a chunk)
+    assert [x for c in seen[:2] for x in c] == ["a", "b", "c", "d"]
+    assert sorted(x for c in seen[2:4] for x in c) == ["a", "b", "c", "d"]
+    assert {tuple(x for c in seen[k:k + 2] for x in c) for k in (0, 2, 4)} != {("a", "b", "c", "d")}
+    # and one pass alone keeps what it measured
+    slow = measure_interleaved(backend, ["a"], lambda m: Episode(m, 1.0, {"t": 0}, []), rounds=5, passes=1)
+    assert network_ms(slow[0]) == pytest.approx(1.3)
 
 
 def test_take_samples_replaces_invalid_ones():

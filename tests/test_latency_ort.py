@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hwnas.latency import profiler
-from hwnas.latency.backends import get_backend
+from hwnas.latency.backends import PASSES, get_backend
 from hwnas.latency.predictor import Predictor
 from hwnas.latency.profile import Profile
 from hwnas.latency.validate import measure_end_to_end
@@ -57,8 +57,11 @@ def tiny_profile(tmp_path_factory):
             done.append(json.dumps({"kind": "part", "key": profiler._key(part), **m.as_dict(), "seconds": 0.0,
                                     "ref_index": 0}))
         ref = json.dumps({"kind": "ref", "key": profiler._key(parts[0]), "median_ms": 0.1, "seconds": 0.0})
+        # ... and after the first pass over one calibration network
+        first = json.dumps({"kind": "network", "key": space.format(nets[0]), "pass": 0, "median_ms": 0.5,
+                            "p10_ms": 0.4, "p90_ms": 0.6, "repeats": 25, "seconds": 0.0})
         with open(out / "journal.jsonl", "a") as f:
-            f.write("\n".join([ref] + done) + "\n" + '{"kind": "part", "key": "[tor')
+            f.write("\n".join([ref] + done + [first]) + "\n" + '{"kind": "part", "key": "[tor')
         calls["n"] = calls["prepared"] = 0
         prof = profiler.profile_device("nb201", "onnxruntime", FAST, out, parts=parts, networks=4, progress=False)
     finally:
@@ -72,9 +75,12 @@ def test_resume_measures_nothing_twice(tiny_profile):
     prof, out, calls, n_parts, refs = tiny_profile
     assert not (out / "journal.jsonl").exists()
     assert len(prof.table) == n_parts
-    # remaining parts, each measured once or (when noisy) twice, + references; the 4 networks prepared once each
+    # remaining parts, each measured once or (when noisy) twice, + references; the 4 networks prepared once a
+    # pass, but for the pass the journal held
     assert n_parts - 3 + refs <= calls["n"] <= 2 * (n_parts - 3) + refs
-    assert calls["prepared"] - calls["n"] == 4  # measure_module prepares too
+    assert calls["prepared"] - calls["n"] == 4 * PASSES - 1  # measure_module prepares too
+    nets = prof.calibration["networks"]
+    assert len(nets) == 4 and all(n["passes"] == PASSES for n in nets)
 
 
 def test_profile_metadata_and_calibration(tiny_profile):

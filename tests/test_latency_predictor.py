@@ -7,9 +7,16 @@ import pandas as pd
 import pytest
 
 from hwnas.errors import ProfileError
-from hwnas.latency.predictor import PartTable, _fit, apply_calibration, fit_calibration, part_features
+from hwnas.latency.predictor import (FEATURES, PartTable, _fit, apply_calibration, fit_calibration, part_features,
+                                     part_params)
 from hwnas.models.spaces.base import Part, get_space
 from hwnas.models.units import block_units, out_size
+
+
+def _features(s, b, n, m=None, w=None, b2=None):
+    """Feature rows (FEATURES order) from columns; absent ones are zero."""
+    zero = np.zeros(len(s))
+    return np.column_stack([s, b, n] + [zero if c is None else c for c in (m, w, b2)])
 
 
 def _table(parts, values):
@@ -154,18 +161,51 @@ def test_calibration_recovers_known_coefficients():
     b = rng.uniform(0.1, 10, 40)
     n = rng.integers(5, 40, 40).astype(float)
     y = 0.9 * s - 0.25 * b + 0.3
-    coef = _fit("boundary", s, b, n, y)
+    F = _features(s, b, n, w=rng.uniform(0, 5, 40), b2=b * b)
+    coef = _fit("boundary", F, y)
     assert coef == pytest.approx([0.9, -0.25, 0.3], rel=1e-9, abs=1e-9)
-    cal = fit_calibration(s, b, n, y)
+    cal = fit_calibration(F, y)
     assert cal["form"] == "boundary"  # the simplest exact form
     assert cal["forms"]["boundary"]["loo_mape"] < 1e-6
-    assert apply_calibration(cal["form"], cal["coef"], s[:3], b[:3], n[:3]) == pytest.approx(y[:3])
+    assert apply_calibration(cal["form"], cal["coef"], F[:3]) == pytest.approx(y[:3])
+
+
+def test_weights_calibration_recovers_known_coefficients():
+    rng = np.random.default_rng(5)
+    s, b, n = rng.uniform(1, 50, 40), rng.uniform(0.1, 10, 40), rng.integers(5, 200, 40).astype(float)
+    w, b2 = rng.uniform(0, 20, 40), b * rng.uniform(0.1, 10, 40)
+    F = _features(s, b, n, w=w, b2=b2)
+    y = 0.95 * s - 0.05 * b - 0.004 * n + 0.04 * w + 0.01 * b2 + 0.2
+    cal = fit_calibration(F, y)
+    assert cal["form"] == "weights_b2"
+    assert cal["coef"] == pytest.approx([0.95, -0.05, -0.004, 0.04, 0.01, 0.2], rel=1e-8)
+    y = 0.95 * s - 0.05 * b - 0.004 * n + 0.04 * w + 0.2
+    assert fit_calibration(F, y)["form"] == "weights"  # the simpler exact form
+    assert "weights" not in fit_calibration(_features(s, b, n), y)["forms"]  # no weights: no weights forms
+
+
+def test_part_params_equal_the_built_parts_weights():
+    # independent: the weights of the part as the space builds it (convolution and classifier weights; the BN
+    # folds into the convolution at inference and its few parameters are not part of the term)
+    import torch
+
+    for name in ("imagenet224", "cifar32"):
+        space = get_space(name)
+        rng = random.Random(4)
+        parts = rng.sample(list(space.grid_parts("coarse")), 40)
+        parts += [Part("proj", 40, 64, 14, 2), Part("head", 40, space.num_classes, 7)]
+        parts += [Part("dwconv5", 48, 48, 14, 1), Part("dwconv3", 40, 40, 28, 2)]
+        for part in parts:
+            module, _ = space.build_part(part)
+            weights = sum(m.weight.numel() for m in module.modules()
+                          if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+            assert part_params(part) == weights, part
 
 
 def test_loglog_calibration_recovers_power_law():
     s = np.geomspace(1, 100, 20)
     y = 2.0 * s ** 0.8
-    coef = _fit("loglog", s, s, s, y)
+    coef = _fit("loglog", _features(s, s, s), y)
     assert coef == pytest.approx([0.8, np.log(2.0)])
 
 
@@ -208,7 +248,7 @@ def test_misaligned_calibration_recovers_penalty():
     s = rng.uniform(1, 50, 30)
     m = s * rng.uniform(0, 1, 30)
     y = 0.8 * s + 0.4 * m + 0.2
-    cal = fit_calibration(s, s * 0, s * 0 + 10, y, m)
+    cal = fit_calibration(_features(s, s * 0, s * 0 + 10, m), y)
     assert cal["form"] == "misaligned"
     assert cal["coef"] == pytest.approx([0.8, 0.4, 0.2], rel=1e-8)
 
@@ -232,8 +272,7 @@ def test_structure_fast_path_equals_generic_parts_path():
         fast = pred._structure_features(arch)
         generic = pred._part_terms(space.parts(arch))
         assert fast == pytest.approx(generic, rel=1e-12)
-        expected = apply_calibration("misaligned_boundary", [0.9, 0.3, -0.01, 0.05], generic[0], generic[1],
-                                     generic[2], generic[3])[0]
+        expected = apply_calibration("misaligned_boundary", [0.9, 0.3, -0.01, 0.05], generic)[0]
         assert pred.predict_batch_ms(arch) == pytest.approx(expected, rel=1e-12)
 
 
@@ -264,10 +303,10 @@ def _mutant_stream(space, n, seed):
 
 
 def _generic_ms(pred, space, arch):
-    s, b, n, m = pred._part_terms(space.parts(arch))
+    f = pred._part_terms(space.parts(arch))
     if pred.form is None:
-        return s / pred.batch
-    return apply_calibration(pred.form, pred.coef, s, b, n, m)[0] / pred.batch
+        return f[0] / pred.batch
+    return apply_calibration(pred.form, pred.coef, f)[0] / pred.batch
 
 
 @pytest.mark.parametrize("name", ["imagenet224", "cifar32"])
@@ -300,9 +339,9 @@ def test_batch_path_equals_one_at_a_time_equals_generic_path(name, source):
     np.testing.assert_allclose(batched.predict_many(archs[::-1]), generic[::-1], rtol=1e-9, atol=0)
     np.testing.assert_allclose([batched.predict_ms(a) for a in archs[:50]], generic[:50], rtol=1e-9, atol=0)
     for a, g in zip(archs[:50], generic[:50]):
-        s, b, n, m = one.features(a)
-        assert (s, b, n, m) == pytest.approx(reference._part_terms(space.parts(a)), rel=1e-12)
-        assert isinstance(n, int)
+        f = one.features(a)
+        assert f == pytest.approx(reference._part_terms(space.parts(a)), rel=1e-12)
+        assert isinstance(f[2], int) and len(f) == len(FEATURES)
 
 
 @pytest.mark.parametrize("name", ["imagenet224", "cifar32"])

@@ -53,7 +53,7 @@ def _default_name(backend: str, device: str, gpu: str | None, precision: str, ba
 @click.option("--space", default="imagenet224", show_default=True, help="Space whose parts are profiled.")
 @click.option("--grid", type=click.Choice(["coarse", "full"]), default="coarse", show_default=True)
 @click.option("--networks", type=click.IntRange(min=0), default=None,
-              help="Whole networks measured for the calibration [40; 500 where the graph calibration form applies: "
+              help="Whole networks measured for the calibration [240; 500 where the graph calibration form applies: "
                    "NB201 spaces on onnxruntime CPU].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration networks.")
 @click.option("--cuda-graphs", is_flag=True, help="torch backend on CUDA: replay CUDA graphs.")
@@ -69,7 +69,8 @@ def profile_device_cmd(use_cpu, gpu, backend, precision, batch, threads, space, 
     Every part the space can produce on the width grid is timed in isolation
     (warm-up, median over repeats, p10/p90, re-measured when noisy), then
     --networks random whole networks are timed end to end (in rounds interleaved
-    across networks; the 10th percentile of their samples) and the predictor's
+    across networks, 3 passes; the 10th percentile of their samples in their
+    fastest pass) and the predictor's
     calibration is fitted on them; for NB201 on onnxruntime CPU also the
     optimized-graph table of every cell (the graph calibration form). Times are
     batch times; predictions are per image (batch time / batch). Interrupted
@@ -158,7 +159,7 @@ def predict_cmd(structure, profile_name, as_json) -> None:
     profile = _profile(profile_name)
     arch = _load_arch(get_space(profile.space), structure)
     predictor = Predictor(profile)
-    s, b, n, _ = predictor.features(arch)
+    s, _, n, *_ = predictor.features(arch)
     out = {"latency_ms": predictor.predict_ms(arch), "unit": "ms per image (batch time / batch)",
            "batch_ms": predictor.predict_batch_ms(arch), "raw_sum_batch_ms": s, "parts": n,
            "profile": profile.name, "backend": profile.backend, "device": profile.metadata["device"]["name"],
@@ -221,7 +222,7 @@ def recalibrate_cmd(profile_name, remeasure, networks, no_progress, as_json) -> 
     \b
     Example:
       hwnas latency recalibrate --profile profiles/ort-cpu1-b1-nb201 --remeasure
-      hwnas latency recalibrate --profile profiles/ort-cpu1-b1-imagenet224 --remeasure --networks 80
+      hwnas latency recalibrate --profile profiles/ort-cpu1-b1-cifar32 --remeasure --networks 240
     """
     from hwnas.latency.profiler import recalibrate
 
