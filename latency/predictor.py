@@ -53,22 +53,19 @@ from hwnas.latency.profile import Profile
 from hwnas.models.spaces.base import PROJECTION, Part, conv_spec, get_space
 from hwnas.models.structure import Structure
 from hwnas.models.spaces.zennas import kernel_specs
-from hwnas.models.structure import CONV, INVERTED
+from hwnas.models.structure import CONV, INVERTED, KINDS, unpack_keys
 from hwnas.models.units import BlockColumns, out_size
 
 PREDICTOR_VERSION = 2
-_SIZE_BITS = 20  # the batch path's block codes: row << 40 | input size << 20 | output size
+# The batch path's block codes: row << 21 | (stride 2) << 20 | input size; head codes: row << 20 | size.
+_SIZE_BITS = 20
 _SIZE_MASK = (1 << _SIZE_BITS) - 1
+_ROW_SHIFT = _SIZE_BITS + 1
 
 
-_BLOCKS, _LAST = attrgetter("blocks"), itemgetter(-1)
-_BLOCK_FIELDS = ("in_channels", "out_channels", "stride", "sub_layers", "mid", "expansion")
-
-
-def _block_code(row: int, size: int, size_out: int) -> int:
-    if size >= _SIZE_MASK:
-        raise ProfileError(f"input size {size} is too large for the predictor's block cache")
-    return row << 2 * _SIZE_BITS | size << _SIZE_BITS | size_out
+_BLOCKS, _LAST, _KEY = attrgetter("blocks"), itemgetter(-1), attrgetter("key")
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+_STRIDE, _OUT = attrgetter("stride"), attrgetter("out_channels")
 CALIBRATION_FORMS = ("affine", "boundary", "boundary_count", "weights", "weights_b2", "loglog", "misaligned",
                      "misaligned_boundary", "graph")
 # The per-network features of a prediction before calibration, in this order (Predictor.features): raw sum of
@@ -211,9 +208,12 @@ class _KernelGrid:
 
 class _FlatGrids:
     """Every (kernel position, width family) grid in flat arrays: kernels of any positions are interpolated
-    in one pass of numpy (one searchsorted over all grids' log-width axes, each shifted by its grid id)."""
+    in one pass of numpy. The cell a width falls in is read from a table per distinct axis (the grids share a
+    handful) over integer widths below ``TABLE_WIDTHS``; other widths are searched (searchsorted over all
+    grids' log-width axes, each shifted by its grid id)."""
 
     SHIFT = 64.0  # more than the range of log widths (log 8192 < 10)
+    TABLE_WIDTHS = 1 << 14
 
     def __init__(self):
         self.ids: dict = {}
@@ -233,21 +233,35 @@ class _FlatGrids:
     def _pack(self):
         xs, ys, ts = zip(*self._grids)
         axes = []
+        widths = np.log(np.arange(1, self.TABLE_WIDTHS, dtype=float))
         for ax in (xs, ys):
             n = np.array([len(a) for a in ax])
             offset = np.concatenate([[0], np.cumsum(n)[:-1]])
             flat = np.concatenate(ax)
             shifted = np.concatenate([a + g * self.SHIFT for g, a in enumerate(ax)])
-            axes.append((flat, shifted, offset, n))
+            distinct: dict = {}
+            which = np.array([distinct.setdefault(a.tobytes(), len(distinct)) for a in ax])
+            table = np.zeros((len(distinct), self.TABLE_WIDTHS), dtype=np.int8)  # cell of width w (0: unused)
+            if max(n) > 127:
+                raise ProfileError("a kernel grid has more than 127 widths on an axis")
+            for key, d in distinct.items():
+                a = np.frombuffer(key)
+                table[d, 1:] = np.clip(np.searchsorted(a, widths, side="right") - 1, 0, max(len(a) - 2, 0))
+            axes.append((flat, shifted, offset, n, which, table))
         t_offset = np.concatenate([[0], np.cumsum([t.size for t in ts])[:-1]])
         self._packed = axes[0], axes[1], np.concatenate([t.ravel() for t in ts]), t_offset
         return self._packed
 
-    def _cell(self, axis, gid: np.ndarray, q: np.ndarray):
-        flat, shifted, offset, n = axis
+    def _cell(self, axis, gid: np.ndarray, width: np.ndarray):
+        flat, shifted, offset, n, which, table = axis
         o, m = offset[gid], n[gid]
+        q = np.log(width.astype(float))
         single = m == 1
-        i = np.clip(np.searchsorted(shifted, q + gid * self.SHIFT, side="right") - 1 - o, 0, np.maximum(m - 2, 0))
+        if width.max() < self.TABLE_WIDTHS and width.min() >= 1:
+            i = table[which[gid], width]
+        else:
+            i = np.clip(np.searchsorted(shifted, q + gid * self.SHIFT, side="right") - 1 - o, 0,
+                        np.maximum(m - 2, 0))
         i1 = np.where(single, i, i + 1)
         a0, a1 = flat[o + i], flat[o + i1]
         off = single & (np.abs(a0 - q) > 1e-9)
@@ -258,10 +272,10 @@ class _FlatGrids:
         return i, i1, np.where(single, 0.0, (q - a0) / np.where(single, 1.0, a1 - a0))
 
     def __call__(self, gid: np.ndarray, cin: np.ndarray, cout: np.ndarray) -> np.ndarray:
-        """Interpolated ms of kernels ``(cin[k], cout[k])`` on grids ``gid[k]``."""
+        """Interpolated ms of kernels ``(cin[k], cout[k])`` (integer widths) on grids ``gid[k]``."""
         xaxis, yaxis, t, t_offset = self._packed or self._pack()
-        i0, i1, u = self._cell(xaxis, gid, np.log(cin.astype(float)))
-        j0, j1, v = self._cell(yaxis, gid, np.log(cout.astype(float)))
+        i0, i1, u = self._cell(xaxis, gid, cin)
+        j0, j1, v = self._cell(yaxis, gid, cout)
         base, width = t_offset[gid], yaxis[3][gid]
         r0, r1 = base + i0 * width, base + i1 * width
         return np.exp((1 - u) * ((1 - v) * t[r0 + j0] + v * t[r0 + j1]) + u * ((1 - v) * t[r1 + j0] + v * t[r1 + j1]))
@@ -654,15 +668,15 @@ class Predictor:
         return self._part_terms(self.space.parts(arch))
 
     def _clear_block_cache(self) -> None:
-        # Rows by value: input size -> {block: row}, and (width, size) -> row of a head (nested, so that
-        # no key object is kept per block: fewer objects for the garbage collector to walk).
+        # Rows by value: input size -> {block.key: row} (an int key: hashed and compared in C), and
+        # (width, size) -> row of a head.
         self._row_at: dict[int, dict] = {}
         self._head_row: dict[tuple[int, int], int] = {}
         self._rows = np.empty((1024, _WIDTH))
         self._row_values: list[float] = []  # the rows again, flat (_WIDTH a row): plain floats, no objects for the GC
-        # The batch path's index by block object: id(block) -> row << 40 | input size << 20 | output size, and
-        # id(last block) -> head row << 20 | size. Every block in it is kept alive in _id_blocks, so an id
-        # never names another object while it is cached.
+        # The batch path's index by block object: id(block) -> its code (_ROW_SHIFT), and id(last block) -> head
+        # row << 20 | size. Every block in it is kept alive in _id_blocks, so an id never names another object
+        # while it is cached.
         self._id_code: dict[int, int] = {}
         self._id_head: dict[int, int] = {}
         self._id_blocks: list = []
@@ -692,9 +706,9 @@ class Predictor:
                 at = row_at.get(h)
                 if at is None:
                     at = row_at[h] = {}
-                r = at.get(b)
+                r = at.get(b.key)
                 if r is None:
-                    r = at[b] = first_new + len(new)
+                    r = at[b.key] = first_new + len(new)
                     new.append((b, h))
                 append(r)
                 h = (h - 1) // b.stride + 1
@@ -768,22 +782,24 @@ class Predictor:
             new[j] = total, mb, n, mis, params * self._weight_mb_per_param, mb2
 
     def _block_rows_columns(self, keys: list, blocks: list, new: np.ndarray) -> None:
-        groups: dict = {}
-        for j in blocks:
-            b = keys[j][0]
-            groups.setdefault((b.kind, b.kernel), []).append(j)
+        items = list(map(keys.__getitem__, blocks))
+        fields = unpack_keys(np.fromiter(map(_KEY, map(_FIRST, items)), dtype=np.int64, count=len(items)))
+        sizes = np.fromiter(map(_SECOND, items), dtype=np.int64, count=len(items))
+        group = fields["kind"] * 16 + fields["kernel"]  # one (kind, kernel) group at a time
+        order = np.argsort(group, kind="stable")
+        groups, first = np.unique(group[order], return_index=True)
+        owners = np.asarray(blocks)
         names: dict[str, int] = {}
         owner, weight, code, counts, cin, cout, size, stride = [], [], [], [], [], [], [], []
-        for (kind, kernel), js in groups.items():
-            m = len(js)
-            getter = attrgetter(*_BLOCK_FIELDS[: 4 if kind == CONV else 6 if kind == INVERTED else 5])
-            fields = np.array(list(map(getter, (keys[j][0] for j in js))), dtype=np.int64).T
-            cols = BlockColumns(kind, kernel, fields[0], fields[1], fields[2], 2,
-                                None if kind == CONV else fields[4], fields[5] if kind == INVERTED else None)
-            h = np.array([keys[j][1] for j in js], dtype=np.int64)
-            own = np.array(js)
-            later = (fields[3] - 1).astype(float)
-            multi = fields[3] >= 2  # blocks that have a second sub-layer
+        for g, at in zip(groups.tolist(), np.split(order, first[1:])):
+            kind, kernel, m = KINDS[g // 16], g % 16, len(at)
+            f = {name: column[at] for name, column in fields.items()}
+            cols = BlockColumns(kind, kernel, f["in_channels"], f["out_channels"], f["stride"], 2,
+                                None if kind == CONV else f["mid"], f["expansion"] if kind == INVERTED else None)
+            h = sizes[at]
+            own = owners[at]
+            later = (f["sub_layers"] - 1).astype(float)
+            multi = f["sub_layers"] >= 2  # blocks that have a second sub-layer
             all_multi = bool(multi.all())
             ones = np.ones(m)
             for sub, op, ci, co, sz, st, present in kernel_specs(cols, h, sub_layers=2):
@@ -845,103 +861,110 @@ class Predictor:
             mb2 += v[i + 5]
         return total, mb, int(round(n)), mis, params, mb2
 
-    def _value_row(self, b, h: int, first_new: int, new: list) -> int:
-        """The cache row of block ``b`` at input size ``h``, found by value; a new one is numbered after
-        ``first_new`` and the rows already queued in ``new`` and queued too. (:meth:`_rows_of` inlines the
-        same steps in its per-block loop, the one-at-a-time hot path.)"""
-        at = self._row_at.get(h)
-        if at is None:
-            at = self._row_at[h] = {}
-        r = at.get(b)
-        if r is None:
-            r = at[b] = first_new + len(new)
-            new.append((b, h))
-        return r
+    @staticmethod
+    def _rows_by_value(index: dict, keys: list, items: list, first_new: int, new: list) -> list[int]:
+        """The cache rows of ``keys`` in ``index`` (one input size's ``_row_at`` dict, or ``_head_row``, keyed
+        as :meth:`_rows_of` keys them); keys not cached get rows numbered after ``first_new`` and the rows
+        already queued in ``new``, and ``items`` (their ``new`` entries, aligned with ``keys``) are queued,
+        each once."""
+        rows = list(map(index.get, keys))
+        if None in rows:
+            fresh = dict(zip(keys, items))  # the keys not cached, each once (any equal block gives the same row)
+            for k in fresh.keys() & index.keys():
+                del fresh[k]
+            index.update(zip(fresh, range(first_new + len(new), first_new + len(new) + len(fresh))))
+            new += fresh.values()
+            rows = list(map(index.__getitem__, keys))
+        return rows
+
+    def _codes_by_value(self, positions: np.ndarray, flat: list, size: np.ndarray, first_new: int,
+                        new: list) -> np.ndarray:
+        """Block codes (see ``_ROW_SHIFT``) of the blocks at ``positions`` of ``flat``, whose input sizes are
+        ``size``, found by value (:meth:`_rows_by_value`, one input size at a time); their objects are kept
+        alive (``_id_blocks``)."""
+        out = np.empty(len(positions), dtype=np.int64)
+        sizes = size[positions]
+        for h in np.unique(sizes).tolist():  # a few input sizes: one C-level pass of look-ups each
+            mask = sizes == h
+            blocks = list(map(flat.__getitem__, positions[mask].tolist()))
+            index = self._row_at.get(h)
+            if index is None:
+                index = self._row_at[h] = {}
+            rows = self._rows_by_value(index, list(map(_KEY, blocks)), list(zip(blocks, repeat(h))), first_new, new)
+            halves = np.fromiter(map(_STRIDE, blocks), dtype=np.int64, count=len(blocks)) == 2
+            out[mask] = np.array(rows, dtype=np.int64) << _ROW_SHIFT | halves.astype(np.int64) << _SIZE_BITS | h
+            self._id_blocks += blocks
+        return out
 
     def _structure_features_many(self, archs) -> np.ndarray:
         """features() of many Zen-NAS structures as an (n, 6) array, from the same rows as :meth:`_rows_of`.
 
         Blocks are found by identity first (a mutant holds its parent's block
-        objects; ``_id_code``), each checked to sit at the input size it was
-        cached for, which chains the sizes; the rest (new block objects, or a
-        block at another size) by value, as in :meth:`_rows_of`.
+        objects; ``_id_code``, whose codes also hold the block's stride), each
+        checked to have been cached at the input size it sits at, which follows
+        from the strides before it in its structure (nested ceilings:
+        ⌈⌈h/2⌉/2⌉ = ⌈h/4⌉); the rest (new block objects, or a block at another
+        size) by value, as in :meth:`_rows_of`. All in C-level passes (``map``)
+        and numpy: no Python loop per block.
         """
         n = len(archs)
         if not n:
             return np.zeros((0, _WIDTH))
-        if self.cached_rows > self.block_cache_limit or len(self._id_code) > self.block_cache_limit:
+        if max(self.cached_rows, len(self._id_code), len(self._id_blocks)) > self.block_cache_limit:
             self._clear_block_cache()  # only between batches: rows of a batch stay valid
-        id_code, id_head, keep, head_row = self._id_code, self._id_head, self._id_blocks, self._head_row
+        id_code, id_head = self._id_code, self._id_head
         blocks_of = list(map(_BLOCKS, archs))
         lens = np.fromiter(map(len, blocks_of), dtype=np.int64, count=n)
         flat = list(chain.from_iterable(blocks_of))
         ids = list(map(id, flat))
-        codes = np.fromiter(map(id_code.get, ids, repeat(-1)), dtype=np.int64, count=len(flat))
         ends = np.cumsum(lens)
         starts = ends - lens
+        codes = np.fromiter(map(id_code.get, ids, repeat(-1)), dtype=np.int64, count=len(flat))
+        # input size of every position: the resolution halved (rounding up) once per stride-2 block before it
+        unknown = np.flatnonzero(codes < 0)
+        halves = (codes >> _SIZE_BITS) & 1
+        if unknown.size:
+            strides = np.fromiter(map(_STRIDE, map(flat.__getitem__, unknown.tolist())), dtype=np.int64,
+                                  count=unknown.size)
+            if ((strides != 1) & (strides != 2)).any():
+                raise ProfileError("block strides must be 1 or 2")
+            halves[unknown] = strides == 2
+        halved = np.cumsum(halves)
+        halved = np.minimum(halved - halves - np.repeat(halved[starts] - halves[starts], lens), 40)
         resolution = self.space.resolution
+        if resolution >= _SIZE_MASK:
+            raise ProfileError(f"input size {resolution} is too large for the predictor's block cache")
+        size = (resolution + (np.int64(1) << halved) - 1) >> halved
         new: list = []
         first_new = self.cached_rows
-        unknown = np.flatnonzero(codes < 0)
-        if unknown.size:
-            # Block objects not seen before the batch: each is looked up by value once, at its first position
-            # (whose predecessor is known by then), then every position reads it by identity again.
-            is_start = np.zeros(len(flat), dtype=bool)
-            is_start[starts] = True
-            is_start = is_start.tolist()
-            _, first = np.unique(np.array(ids, dtype=np.int64)[unknown], return_index=True)
-            for q in np.sort(unknown[first]).tolist():
-                b = flat[q]
-                h = resolution if is_start[q] else id_code[ids[q - 1]] & _SIZE_MASK
-                r = self._value_row(b, h, first_new, new)
-                keep.append(b)
-                if h >= _SIZE_MASK:
-                    raise ProfileError(f"input size {h} is too large for the predictor's block cache")
-                id_code[ids[q]] = r << 2 * _SIZE_BITS | h << _SIZE_BITS | (h - 1) // b.stride + 1
-            codes[unknown] = np.fromiter(map(id_code.__getitem__, map(ids.__getitem__, unknown.tolist())),
-                                         dtype=np.int64, count=len(unknown))
-        expect = np.empty_like(codes)
-        expect[1:] = codes[:-1] & _SIZE_MASK
-        expect[starts] = resolution
-        bad = (codes >> _SIZE_BITS) & _SIZE_MASK != expect
-        if bad.any():  # a block object at another input size than it was cached for: by value
-            # Only the bad positions are visited, in order (each reads its input size from the position before,
-            # valid by then); a fixed block whose output size changed re-checks the next one.
-            is_start = np.zeros(len(flat), dtype=bool)
-            is_start[starts] = True
-            is_start = is_start.tolist()
-            cl, fixed, last = codes.tolist(), [], len(flat) - 1
-            pending = np.flatnonzero(bad)[::-1].tolist()  # a stack, smallest position on top
-            while pending:
-                q = pending.pop()
-                h = resolution if is_start[q] else cl[q - 1] & _SIZE_MASK
-                if (cl[q] >> _SIZE_BITS) & _SIZE_MASK == h:
-                    continue
-                b = flat[q]
-                r = self._value_row(b, h, first_new, new)
-                c = cl[q] = _block_code(r, h, (h - 1) // b.stride + 1)
-                fixed.append(q)
-                if q < last and not is_start[q + 1] and (not pending or pending[-1] != q + 1) \
-                        and (cl[q + 1] >> _SIZE_BITS) & _SIZE_MASK != c & _SIZE_MASK:
-                    pending.append(q + 1)
-            codes[fixed] = [cl[q] for q in fixed]
+        bad = (codes < 0) | ((codes & _SIZE_MASK) != size)
+        if bad.any():  # new block objects, or one cached at another input size: by value, each object once
+            at = np.flatnonzero(bad)
+            _, first, inverse = np.unique(np.array(ids, dtype=np.int64)[at], return_index=True, return_inverse=True)
+            once = at[first]
+            found = self._codes_by_value(once, flat, size, first_new, new)
+            codes[at] = found[inverse.reshape(-1)]
+            id_code.update(zip(map(ids.__getitem__, once.tolist()), found.tolist()))
+            odd = (codes[at] & _SIZE_MASK) != size[at]  # one object at several input sizes in this batch (rare)
+            if odd.any():
+                codes[at[odd]] = self._codes_by_value(at[odd], flat, size, first_new, new)
         lasts = list(map(_LAST, blocks_of))
+        final = (size[ends - 1] - 1) // (1 + halves[ends - 1]) + 1
         heads = np.fromiter(map(id_head.get, map(id, lasts), repeat(-1)), dtype=np.int64, count=n)
-        final = codes[ends - 1] & _SIZE_MASK
-        bad = (heads < 0) | (heads & _SIZE_MASK != final)
+        bad = (heads < 0) | ((heads & _SIZE_MASK) != final)
         if bad.any():
-            for a in np.flatnonzero(bad).tolist():
-                b, h = lasts[a], int(final[a])
-                key = (b.out_channels, h)
-                r = head_row.get(key)
-                if r is None:
-                    r = head_row[key] = first_new + len(new)
-                    new.append(("head", *key))
-                heads[a] = id_head[id(b)] = r << _SIZE_BITS | h  # b is in _id_blocks (every block is, by now)
+            at = np.flatnonzero(bad)
+            where = at.tolist()
+            widths = list(map(_OUT, map(lasts.__getitem__, where)))
+            keys = list(zip(widths, final[at].tolist()))
+            rows = self._rows_by_value(self._head_row, keys, [("head", *k) for k in keys], first_new, new)
+            fixed = np.array(rows, dtype=np.int64) << _SIZE_BITS | final[at]
+            heads[at] = fixed
+            id_head.update(zip(map(id, map(lasts.__getitem__, where)), fixed.tolist()))  # every last block is kept
         if new:
             self._add_rows(new)
         rows = self._rows
-        return np.add.reduceat(rows[codes >> 2 * _SIZE_BITS], starts, axis=0) + rows[heads >> _SIZE_BITS]
+        return np.add.reduceat(rows[codes >> _ROW_SHIFT], starts, axis=0) + rows[heads >> _SIZE_BITS]
 
     def calibrate(self, F) -> np.ndarray:
         """The calibration applied to features ``F`` of many networks (rows in :data:`FEATURES` order; forms

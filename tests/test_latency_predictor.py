@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from hwnas.errors import ProfileError
-from hwnas.latency.predictor import (FEATURES, PartTable, _fit, apply_calibration, fit_calibration, part_features,
-                                     part_params)
+from hwnas.latency.predictor import (FEATURES, PartTable, _fit, _group_key, apply_calibration, fit_calibration,
+                                     part_features, part_params)
 from hwnas.models.spaces.base import Part, get_space
 from hwnas.models.units import block_units, out_size
 
@@ -342,6 +342,25 @@ def test_batch_path_equals_one_at_a_time_equals_generic_path(name, source):
         f = one.features(a)
         assert f == pytest.approx(reference._part_terms(space.parts(a)), rel=1e-12)
         assert isinstance(f[2], int) and len(f) == len(FEATURES)
+
+
+def test_flat_grids_read_cells_from_tables_and_search_beyond_them():
+    # Widths below TABLE_WIDTHS read their grid cell from a table, wider ones are searched: both agree with
+    # the per-kernel grid (the generic path), on and between grid widths, both width families.
+    from hwnas.latency.predictor import _FlatGrids
+
+    pred = _synthetic_predictor("imagenet224", {})
+    table = pred.table
+    parts = [Part("conv3", cin, cout, 14, 1) for cin in (8, 16, 24, 40, 100, 2048, 3000, 16000, 20000, 40000)
+             for cout in (16, 40, 96, 17000, 33000)]
+    ops = [p.op for p in parts]
+    cols = [np.array([getattr(p, f) for p in parts]) for f in ("cin", "cout", "resolution", "stride")]
+    batch = table.many_ms(ops, *cols)
+    generic = [table._group(_group_key(p), p)(p.cin, p.cout) for p in parts]
+    np.testing.assert_allclose(batch, generic, rtol=1e-12)
+    small = [i for i, p in enumerate(parts) if max(p.cin, p.cout) < _FlatGrids.TABLE_WIDTHS]
+    np.testing.assert_allclose(table.many_ms([ops[i] for i in small], *(c[small] for c in cols)),
+                               [generic[i] for i in small], rtol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["imagenet224", "cifar32"])

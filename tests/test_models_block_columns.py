@@ -37,6 +37,29 @@ def test_block_hash_is_the_hash_of_its_fields_and_survives_copies():
     assert sorted(s.blocks) == sorted(s.blocks, key=_fields)  # order=True still compares fields
 
 
+def test_block_key_is_injective_and_unpacks_to_the_fields():
+    from hwnas.errors import HwnasError
+    from hwnas.models.structure import KINDS, unpack_keys
+
+    rng = random.Random(3)
+    blocks = [b for kind in (CONV, BASIC, BOTTLENECK, INVERTED) for b in _random_blocks(kind, 300, rng)]
+    blocks += list(parse(TEXT).blocks) + [Block(CONV, 1, 8192, 8192, 2, 254), Block(INVERTED, 7, 1, 1, 1, 1, 1, 6)]
+    by_key = {}
+    for b in blocks:
+        assert by_key.setdefault(b.key, b) == b  # equal keys only for equal blocks
+        assert 0 < b.key < 2 ** 63 and b.with_().key == b.key and pickle.loads(pickle.dumps(b)).key == b.key
+    assert len(by_key) == len(set(blocks))
+    cols = unpack_keys(np.array([b.key for b in blocks], dtype=np.int64))
+    for i, b in enumerate(blocks):
+        assert KINDS[cols["kind"][i]] == b.kind
+        for name in ("kernel", "in_channels", "out_channels", "stride", "sub_layers"):
+            assert cols[name][i] == getattr(b, name)
+        assert cols["mid"][i] == (b.mid or 0) and cols["expansion"][i] == (b.expansion or 0)
+    for bad in (dict(in_channels=16383), dict(stride=3), dict(sub_layers=-2)):
+        with pytest.raises(HwnasError, match="out of range"):
+            Block(**{**dict(kind=BASIC, kernel=3, in_channels=8, out_channels=8, stride=1, sub_layers=1, mid=8), **bad})
+
+
 def test_pickled_structure_hashes_afresh_in_a_process_with_another_hash_seed():
     s = parse(TEXT)
     code = (
