@@ -640,7 +640,7 @@ class Predictor:
         self._block = channel_block(profile.metadata)
         self.block_cache_limit = 500_000  # rows kept before the cache starts over (a long search)
         self.columns_from = 8  # new blocks of one call expanded in columns from this many on
-        self._dense_ops: dict[str, bool] = {}
+        self._op_shapes: dict[str, tuple[bool, int, bool]] = {}
         self._clear_block_cache()
 
     def _part_terms(self, parts) -> tuple[float, ...]:
@@ -755,11 +755,15 @@ class Predictor:
         self._rows[used:used + len(keys)] = new
         self._row_values += new.ravel().tolist()
 
-    def _dense(self, op: str) -> bool:
-        dense = self._dense_ops.get(op)
-        if dense is None:
-            dense = self._dense_ops[op] = (conv_spec(Part(op, 1, 1, 1)) or (0, 0))[1] == 1
-        return dense
+    def _op_shape(self, op: str) -> tuple[bool, int, bool]:
+        """(dense convolution, kernel size squared (0: not a kernel), depthwise) of a part op, memoized: a
+        kernel's weights (:func:`part_params`) are square × (cout if depthwise else cin × cout)."""
+        shape = self._op_shapes.get(op)
+        if shape is None:
+            spec = conv_spec(Part(op, 1, 1, 1))
+            shape = self._op_shapes[op] = (spec is not None and spec[1] == 1, spec[0] ** 2 if spec else 0,
+                                           op.startswith("dw"))
+        return shape
 
     def _block_rows_one_by_one(self, keys: list, blocks: list, new: np.ndarray) -> None:
         ms_of, block, per_elem = self.table.ms, self._block, self._boundary_mb_per_elem
@@ -769,15 +773,15 @@ class Predictor:
             total = mb = n = mis = params = mb2 = 0.0
             for sub, op, cin, cout, size, stride in self.space.block_kernels(b, h, sub_layers=2):
                 w = 1.0 if sub == 0 else later
-                part = Part(op, cin, cout, size, stride)
-                ms = ms_of(part)
+                ms = ms_of(Part(op, cin, cout, size, stride))
                 handed = cin * size * size * per_elem
+                dense, square, depthwise = self._op_shape(op)
                 total += w * ms
                 mb += w * handed
                 mb2 += w * handed * handed
-                params += w * part_params(part)
+                params += w * square * (cout if depthwise else cin * cout)
                 n += w
-                if misaligned(self._dense(op), cin, cout, block):
+                if misaligned(dense, cin, cout, block):
                     mis += w * ms
             new[j] = total, mb, n, mis, params * self._weight_mb_per_param, mb2
 
@@ -832,11 +836,9 @@ class Predictor:
         cin, cout, size, stride = (np.concatenate(c) for c in (cin, cout, size, stride))
         ops = list(names)
         ms = self.table.coded_ms(ops, code, cin, cout, size, stride)
-        dense = np.array([self._dense(op) for op in ops])[code]
+        dense, square, depthwise = (np.array(c)[code] for c in zip(*map(self._op_shape, ops)))
         mis = misaligned(dense, cin, cout, self._block)
-        # part_params on columns: k² × (cin × cout, or cout for a depthwise kernel), 0 for a non-kernel op
-        square = np.array([(conv_spec(Part(op, 1, 1, 1)) or (0, 0))[0] ** 2 for op in ops])[code]
-        params = square * np.where(np.array([op.startswith("dw") for op in ops])[code], cout, cin * cout)
+        params = square * np.where(depthwise, cout, cin * cout)  # part_params on columns
         handed = (cin * size * size) * self._boundary_mb_per_elem
         n = len(keys)
         new[:, 0] = np.bincount(owner, w * ms, minlength=n)
