@@ -637,6 +637,16 @@ class Predictor:
         # size) seen, and of every head, one row each, kept as an array (batches) and as flat floats (one at a
         # time); the batch path also finds blocks by identity (see _structure_features_many).
         self._structure_space = type(self.space).__name__ == "ZenNASSpace"
+        # Every form but loglog (and graph, which structure spaces never have) is linear in the features, and
+        # features are sums over cached rows: so each row also caches its share of the calibrated time
+        # (_row_weights · row), and a prediction sums one value per row. loglog and no calibration: the raw sum.
+        self._row_weights = np.eye(_WIDTH)[0]
+        self._intercept = 0.0
+        if self.form is not None and self.form != "loglog" and "graph" not in FORM_FEATURES[self.form]:
+            self._row_weights = np.zeros(_WIDTH)
+            for name, c in zip(FORM_FEATURES[self.form], self._coef_list):
+                self._row_weights[_COLUMN[name]] = c
+            self._intercept = self._coef_list[-1]
         self._block = channel_block(profile.metadata)
         self.block_cache_limit = 500_000  # rows kept before the cache starts over (a long search)
         self.columns_from = 8  # new blocks of one call expanded in columns from this many on
@@ -673,7 +683,8 @@ class Predictor:
         self._row_at: dict[int, dict] = {}
         self._head_row: dict[tuple[int, int], int] = {}
         self._rows = np.empty((1024, _WIDTH))
-        self._row_values: list[float] = []  # the rows again, flat (_WIDTH a row): plain floats, no objects for the GC
+        self._row_time = np.empty(1024)  # each row's share of the calibrated time (see __init__)
+        self._row_times: list[float] = []  # the same as plain floats (one at a time: no numpy scalars)
         # The batch path's index by block object: id(block) -> its code (_ROW_SHIFT), and id(last block) -> head
         # row << 20 | size. Every block in it is kept alive in _id_blocks, so an id never names another object
         # while it is cached.
@@ -725,7 +736,7 @@ class Predictor:
     @property
     def cached_rows(self) -> int:
         """Rows in the block cache (blocks at an input size, and heads)."""
-        return len(self._row_values) // _WIDTH
+        return len(self._row_times)
 
     def _add_rows(self, keys: list) -> None:
         """Compute and store the rows of new cache keys, in order.
@@ -749,11 +760,14 @@ class Predictor:
                 new[j] = self._part_terms([Part(op="head", cin=width, cout=self.space.num_classes, resolution=h)])
         used = self.cached_rows
         if used + len(keys) > len(self._rows):
-            grown = np.empty((max(2 * len(self._rows), used + len(keys)), _WIDTH))
-            grown[:used] = self._rows[:used]
-            self._rows = grown
+            size = max(2 * len(self._rows), used + len(keys))
+            grown, grown_time = np.empty((size, _WIDTH)), np.empty(size)
+            grown[:used], grown_time[:used] = self._rows[:used], self._row_time[:used]
+            self._rows, self._row_time = grown, grown_time
+        time = new @ self._row_weights
         self._rows[used:used + len(keys)] = new
-        self._row_values += new.ravel().tolist()
+        self._row_time[used:used + len(keys)] = time
+        self._row_times += time.tolist()
 
     def _op_shape(self, op: str) -> tuple[bool, int, bool]:
         """(dense convolution, kernel size squared (0: not a kernel), depthwise) of a part op, memoized: a
@@ -851,17 +865,16 @@ class Predictor:
     def _structure_features(self, arch) -> tuple[float, ...]:
         """features() of one Zen-NAS structure: the sum of its cached rows (see :meth:`_rows_of`)."""
         rows, _ = self._rows_of((arch,))
-        v = self._row_values
-        total = mb = n = mis = params = mb2 = 0.0
-        for r in rows:
-            i = _WIDTH * r
-            total += v[i]
-            mb += v[i + 1]
-            n += v[i + 2]
-            mis += v[i + 3]
-            params += v[i + 4]
-            mb2 += v[i + 5]
+        total, mb, n, mis, params, mb2 = self._rows[rows].sum(axis=0).tolist()
         return total, mb, int(round(n)), mis, params, mb2
+
+    def _calibrated(self, total):
+        """Calibrated batch ms from the sum of a structure's row times (a float or an array)."""
+        if self.form == "loglog":
+            c = self._coef_list
+            return np.exp(c[0] * np.log(total) + c[1]) if isinstance(total, np.ndarray) \
+                else math.exp(c[0] * math.log(total) + c[1])
+        return total + self._intercept
 
     @staticmethod
     def _rows_by_value(index: dict, keys: list, items: list, first_new: int, new: list) -> list[int]:
@@ -899,7 +912,22 @@ class Predictor:
         return out
 
     def _structure_features_many(self, archs) -> np.ndarray:
-        """features() of many Zen-NAS structures as an (n, 6) array, from the same rows as :meth:`_rows_of`.
+        """features() of many Zen-NAS structures as an (n, 6) array (see :meth:`_rows_many`)."""
+        if not archs:
+            return np.zeros((0, _WIDTH))
+        block_rows, head_rows, starts = self._rows_many(archs)
+        return np.add.reduceat(self._rows[block_rows], starts, axis=0) + self._rows[head_rows]
+
+    def _predict_many_batch_ms(self, archs) -> np.ndarray:
+        """Calibrated batch ms of many Zen-NAS structures: one row time per block and head (see __init__)."""
+        if not archs:
+            return np.zeros(0)
+        block_rows, head_rows, starts = self._rows_many(archs)
+        return self._calibrated(np.add.reduceat(self._row_time[block_rows], starts) + self._row_time[head_rows])
+
+    def _rows_many(self, archs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The cache rows of many Zen-NAS structures' blocks (concatenated) and heads, and where each
+        structure's blocks start: the same rows as :meth:`_rows_of`.
 
         Blocks are found by identity first (a mutant holds its parent's block
         objects; ``_id_code``, whose codes also hold the block's stride), each
@@ -910,8 +938,6 @@ class Predictor:
         and numpy: no Python loop per block.
         """
         n = len(archs)
-        if not n:
-            return np.zeros((0, _WIDTH))
         if max(self.cached_rows, len(self._id_code), len(self._id_blocks)) > self.block_cache_limit:
             self._clear_block_cache()  # only between batches: rows of a batch stay valid
         id_code, id_head = self._id_code, self._id_head
@@ -965,8 +991,7 @@ class Predictor:
             id_head.update(zip(map(id, map(lasts.__getitem__, where)), fixed.tolist()))  # every last block is kept
         if new:
             self._add_rows(new)
-        rows = self._rows
-        return np.add.reduceat(rows[codes >> _ROW_SHIFT], starts, axis=0) + rows[heads >> _SIZE_BITS]
+        return codes >> _ROW_SHIFT, heads >> _SIZE_BITS, starts
 
     def calibrate(self, F) -> np.ndarray:
         """The calibration applied to features ``F`` of many networks (rows in :data:`FEATURES` order; forms
@@ -991,7 +1016,8 @@ class Predictor:
     def predict_batch_ms(self, arch) -> float:
         """Calibrated time of one batch of the profile's batch size, in ms."""
         if self._structure_space and isinstance(arch, Structure):
-            return self._calibrate_one(self._structure_features(arch))
+            rows = self._rows_of((arch,))[0]  # (may start the cache over: read the row times after it)
+            return self._calibrated(sum(map(self._row_times.__getitem__, rows)))
         hit = self._arch_cache.get(arch)  # other spaces: whole-architecture cache
         if hit is None:
             hit = self._calibrate_one(self.features(arch), arch=arch)
@@ -1009,5 +1035,5 @@ class Predictor:
         (their new blocks computed together), which is much faster than one at a time."""
         archs = list(archs)
         if self._structure_space and all(map(isinstance, archs, repeat(Structure))):
-            return self.calibrate(self._structure_features_many(archs)) / self.batch
+            return self._predict_many_batch_ms(archs) / self.batch
         return np.fromiter((self.predict_batch_ms(a) for a in archs), dtype=float, count=len(archs)) / self.batch
