@@ -993,14 +993,6 @@ class Predictor:
             self._add_rows(new)
         return codes >> _ROW_SHIFT, heads >> _SIZE_BITS, starts
 
-    def calibrate(self, F) -> np.ndarray:
-        """The calibration applied to features ``F`` of many networks (rows in :data:`FEATURES` order; forms
-        without graph features)."""
-        F = _columns(F)
-        if self.form is None:
-            return F[:, 0].copy()
-        return apply_calibration(self.form, self.coef, F)
-
     def _calibrate_one(self, f, arch=None) -> float:
         """The calibration applied to one network's features (plain floats: the search's hot path); ``arch``
         gives the graph features where the form uses them."""

@@ -201,13 +201,14 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
     nets = sample_networks(space, networks, seed + 1_000_003) if networks else []
     pending = [(_key(p), p) for p in grid_parts if _key(p) not in done]
     # whole networks in passes over all of them (pass-major, so passes are minutes apart), see measure_interleaved
-    net_keys = [space.format(a) for a in nets]
-    nets_todo = [(key, p) for p in range(PASSES) for key in (net_keys[i] for i in pass_order(len(nets), p))
-                 if (key, p) not in done_nets]
-    total = len(grid_parts) + PASSES * len(nets)
+    by_key = {space.format(a): a for a in nets}
+    keys = list(by_key)
+    passes_todo = [[k for k in (keys[i] for i in pass_order(len(keys), p)) if (k, p) not in done_nets]
+                   for p in range(PASSES)]
+    total = len(grid_parts) + PASSES * len(keys)
     deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
-    bar = tqdm(total=total, initial=total - len(pending) - len(nets_todo), disable=not progress, unit="item",
-               desc=f"profiling {space_name}", smoothing=0.05)
+    bar = tqdm(total=total, initial=total - len(pending) - sum(map(len, passes_todo)), disable=not progress,
+               unit="item", desc=f"profiling {space_name}", smoothing=0.05)
     since_ref = REF_EVERY
     for key, obj in pending:
         if deadline is not None and time.monotonic() > deadline:
@@ -229,16 +230,14 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
                         "ref_index": sum(1 for r in journal.records if r["kind"] == "ref") - 1})
         since_ref += 1
         bar.update(1)
-    by_key = dict(zip(net_keys, nets))
-    chunks = [[(key, q) for key, q in nets_todo if q == p] for p in range(PASSES)]
-    for chunk in (c[i:i + CHUNK] for c in chunks for i in range(0, len(c), CHUNK)):
+    for p, chunk in ((p, todo[i:i + CHUNK]) for p, todo in enumerate(passes_todo) for i in range(0, len(todo), CHUNK)):
         if deadline is not None and time.monotonic() > deadline:
             bar.close()
             return None
         t = time.monotonic()
-        measured = measure_networks(space, [by_key[key] for key, _ in chunk], backend, passes=1)
+        measured = measure_networks(space, [by_key[key] for key in chunk], backend, passes=1)
         seconds = (time.monotonic() - t) / len(chunk)
-        for (key, p), m in zip(chunk, measured):
+        for key, m in zip(chunk, measured):
             journal.append({"kind": "network", "key": key, "pass": p, **m.as_dict(), "seconds": seconds})
         bar.update(len(chunk))
     bar.close()
