@@ -241,9 +241,9 @@ class _FlatGrids:
             shifted = np.concatenate([a + g * self.SHIFT for g, a in enumerate(ax)])
             distinct: dict = {}
             which = np.array([distinct.setdefault(a.tobytes(), len(distinct)) for a in ax])
-            table = np.zeros((len(distinct), self.TABLE_WIDTHS), dtype=np.int8)  # cell of width w (0: unused)
-            if max(n) > 127:
+            if max(n) > 127:  # cells are stored as int8
                 raise ProfileError("a kernel grid has more than 127 widths on an axis")
+            table = np.zeros((len(distinct), self.TABLE_WIDTHS), dtype=np.int8)  # cell of width w (0: unused)
             for key, d in distinct.items():
                 a = np.frombuffer(key)
                 table[d, 1:] = np.clip(np.searchsorted(a, widths, side="right") - 1, 0, max(len(a) - 2, 0))
