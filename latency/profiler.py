@@ -13,7 +13,7 @@ Procedure (one backend, fixed settings):
    size range, end to end under the same settings, in rounds interleaved
    across networks, in ``PASSES`` passes over all of them (:func:`measure_networks`;
    a network's batch time is the 10th percentile of its samples in its fastest
-   pass, :func:`hwnas.latency.backends.network_ms`), and fit the calibration on them
+   pass, :func:`hwnas.latency.timing.network_ms`), and fit the calibration on them
    (:func:`hwnas.latency.predictor.fit_calibration`).
 
 Resumable: every result is appended to ``<out>/journal.jsonl`` (one JSON
@@ -39,8 +39,9 @@ import pandas as pd
 
 from hwnas.errors import HwnasError, ProfileError
 from hwnas.latency import device as device_mod
-from hwnas.latency.backends import (CHUNK, PASSES, Measurement, fastest_pass, get_backend, measure_interleaved,
-                                    network_ms, pass_order)
+from hwnas.latency.backends import get_backend
+from hwnas.latency.timing import (CHUNK, NETWORK_TIMING, PASSES, Measurement, Progress, fastest_pass,
+                                  measure_networks, network_ms, pass_order)
 from hwnas.latency.profile import PART_COLUMNS, Profile
 from hwnas.models.spaces.base import Part, get_space
 
@@ -51,8 +52,6 @@ RESPREAD = 0.15
 NETWORKS = 240
 # ... and where the graph form applies (it has ~70 coefficients): 400 reached 100% within ±10% in 10-fold CV.
 GRAPH_NETWORKS = 500
-NETWORK_TIMING = (f"10th percentile of samples taken in rounds interleaved across networks, in the fastest of "
-                  f"{PASSES} passes over all of them")
 # Size range of the networks sampled for calibration and validation, per space:
 # (counted quantity, low, high). The 224 range is a phone-class CPU target's.
 SIZE_RANGES = {
@@ -113,12 +112,13 @@ def sample_networks(space, n: int, seed: int) -> list:
     return chosen
 
 
-def measure_networks(space, archs, backend, on_chunk=None, passes: int = PASSES) -> list:
-    """Batch-time Measurements of whole networks of ``space``, timed in rounds interleaved across them, the
-    fastest of ``passes`` passes each (``on_chunk`` is called ``passes × len(archs)`` networks' worth)."""
-    shape = (3, space.resolution, space.resolution)
-    return measure_interleaved(backend, list(archs), lambda arch: backend.prepare(space.build(arch), shape),
-                               passes=passes, on_chunk=on_chunk)
+def require_profiled_device(profile: Profile, doing: str = "measured") -> None:
+    """Refuse (ProfileError) to measure for a profile on a device other than the one it was profiled on."""
+    there = profile.metadata.get("device", {}).get("name")
+    here = device_mod.current_device_name(profile.settings)
+    if here != there:
+        raise ProfileError(f"profile {profile.name} was measured on {there}; this machine has {here}, so networks "
+                           f"cannot be {doing} here for it")
 
 
 class Journal:
@@ -174,11 +174,10 @@ def _reference_part(parts: list[Part]) -> Part:
 def profile_device(space_name: str, backend_name: str, settings: dict, out: str | os.PathLike, *,
                    grid: str = "coarse", networks: int | None = None, seed: int = 0,
                    max_minutes: float | None = None,
-                   gpu: str | None = None, progress: bool = True, parts: list[Part] | None = None,
+                   gpu: str | None = None, on_progress: Progress | None = None, parts: list[Part] | None = None,
                    name: str | None = None) -> Profile | None:
-    """Measure a profile into ``out``; returns it, or None when ``max_minutes`` ran out first (rerun resumes)."""
-    from tqdm import tqdm
-
+    """Measure a profile into ``out``; returns it, or None when ``max_minutes`` ran out first (rerun resumes).
+    ``on_progress(done, total, what)`` is called as parts and networks are measured."""
     from hwnas.latency.graph import supports_graph_features
 
     space = get_space(space_name)
@@ -207,12 +206,13 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
                    for p in range(PASSES)]
     total = len(grid_parts) + PASSES * len(keys)
     deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
-    bar = tqdm(total=total, initial=total - len(pending) - sum(map(len, passes_todo)), disable=not progress,
-               unit="item", desc=f"profiling {space_name}", smoothing=0.05)
+    done_count = total - len(pending) - sum(map(len, passes_todo))
+    what = f"profiling {space_name}"
+    report = on_progress or (lambda done, total, what: None)
+    report(done_count, total, what)
     since_ref = REF_EVERY
     for key, obj in pending:
         if deadline is not None and time.monotonic() > deadline:
-            bar.close()
             return None
         if since_ref >= REF_EVERY:
             module, shape = space.build_part(ref)
@@ -229,19 +229,19 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
         journal.append({"kind": "part", "key": key, **m.as_dict(), "seconds": time.monotonic() - t,
                         "ref_index": sum(1 for r in journal.records if r["kind"] == "ref") - 1})
         since_ref += 1
-        bar.update(1)
+        done_count += 1
+        report(done_count, total, what)
     for p, chunk in ((p, todo[i:i + CHUNK]) for p, todo in enumerate(passes_todo) for i in range(0, len(todo), CHUNK)):
         if deadline is not None and time.monotonic() > deadline:
-            bar.close()
             return None
         t = time.monotonic()
         measured = measure_networks(space, [by_key[key] for key in chunk], backend, passes=1)
         seconds = (time.monotonic() - t) / len(chunk)
         for key, m in zip(chunk, measured):
             journal.append({"kind": "network", "key": key, "pass": p, **m.as_dict(), "seconds": seconds})
-        bar.update(len(chunk))
-    bar.close()
-    profile = _finalize(space, backend, dev, grid, journal, out, seed, name or out.name, progress)
+        done_count += len(chunk)
+        report(done_count, total, what)
+    profile = _finalize(space, backend, dev, grid, journal, out, seed, name or out.name, on_progress is not None)
     (out / "journal.jsonl").unlink(missing_ok=True)
     return profile
 
@@ -325,7 +325,7 @@ def _calibration(profile: Profile, space, nets: list[dict]) -> dict:
     return cal
 
 
-def recalibrate(path: str | os.PathLike, remeasure: bool = False, progress: bool = False,
+def recalibrate(path: str | os.PathLike, remeasure: bool = False, on_progress: Progress | None = None,
                 networks: int | None = None) -> Profile:
     """Refit a profile's calibration on its whole networks with the current predictor, in place.
 
@@ -348,17 +348,10 @@ def recalibrate(path: str | os.PathLike, remeasure: bool = False, progress: bool
     if len(nets) < 3:
         raise ProfileError(f"profile {profile.name} has {len(nets)} calibration networks; 3 or more are needed")
     if remeasure:
-        from tqdm import tqdm
-
-        from hwnas.latency.validate import require_profiled_device
-
         require_profiled_device(profile, "re-measured")
-
         backend = get_backend(profile.backend, **profile.settings)
-        bar = tqdm(total=PASSES * len(nets), disable=not progress, unit="net", desc="re-measuring")
         measured = measure_networks(space, [space.parse(n["arch"]) for n in nets], backend,
-                                    on_chunk=lambda done, _: bar.update(len(done)))
-        bar.close()
+                                    on_progress=on_progress, what="re-measuring")
         nets = [_network_record(n["arch"], m, PASSES) for n, m in zip(nets, measured)]
         profile.metadata["timing"] = ("batch time in ms; parts: median over repeats, drift-corrected by an "
                                       f"interleaved reference part; whole networks: {NETWORK_TIMING}")

@@ -16,27 +16,17 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 
 from hwnas.errors import HwnasError, ProfileError
-from hwnas.latency.backends import PASSES, get_backend, network_ms
+from hwnas.atomic import atomic_write
+from hwnas.latency.backends import get_backend
 from hwnas.latency.predictor import Predictor
 from hwnas.latency.profile import Profile
-from hwnas.latency.profiler import NETWORK_TIMING, measure_networks, sample_networks
+from hwnas.latency.profiler import require_profiled_device, sample_networks
+from hwnas.latency.timing import NETWORK_TIMING, Progress, measure_networks, network_ms
 from hwnas.models.spaces.base import get_space
-
-
-def require_profiled_device(profile: Profile, doing: str = "measured") -> None:
-    """Refuse (ProfileError) to measure for a profile on a device other than the one it was profiled on."""
-    from hwnas.latency.device import current_device_name
-
-    there = profile.metadata.get("device", {}).get("name")
-    here = current_device_name(profile.settings)
-    if here != there:
-        raise ProfileError(f"profile {profile.name} was measured on {there}; this machine has {here}, so networks "
-                           f"cannot be {doing} here for it")
 
 
 def backend_for(profile: Profile):
@@ -46,7 +36,7 @@ def backend_for(profile: Profile):
 
 def measure_end_to_end(profile: Profile, arch, backend=None) -> float:
     """Per-image latency (ms) of ``arch`` measured whole with the profile's backend and settings
-    (:func:`hwnas.latency.backends.network_ms` of its batch time, divided by the batch)."""
+    (:func:`hwnas.latency.timing.network_ms` of its batch time, divided by the batch)."""
     space = get_space(profile.space)
     if isinstance(arch, str):
         arch = space.parse(arch)
@@ -88,19 +78,14 @@ def scatter_plot(pred, meas, path, title: str, xlabel="measured (ms/image)", yla
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.legend(loc="upper left")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"))
     plt.close(fig)
-    tmp.replace(path)
 
 
 def validate(profile: Profile, samples: int = 50, seed: int = 1, plot: str | None = None,
-             progress: bool = True) -> dict:
-    """Measure ``samples`` fresh random networks end to end and compare with the predictions."""
-    from tqdm import tqdm
-
+             on_progress: Progress | None = None) -> dict:
+    """Measure ``samples`` fresh random networks end to end and compare with the predictions
+    (``on_progress(done, total, what)`` is called as networks are measured)."""
     if samples < 1:
         raise HwnasError(f"--samples must be at least 1, got {samples}")
     space = get_space(profile.space)
@@ -111,9 +96,7 @@ def validate(profile: Profile, samples: int = 50, seed: int = 1, plot: str | Non
     # Spread over the size range; a network the calibration was fitted on (rare) is left out.
     archs = [a for a in sample_networks(space, samples, seed) if space.format(a) not in calibrated_on]
     t0 = time.monotonic()
-    bar = tqdm(total=PASSES * len(archs), disable=not progress, desc="measuring", unit="net")
-    measured = measure_networks(space, archs, backend, on_chunk=lambda done, _: bar.update(len(done)))
-    bar.close()
+    measured = measure_networks(space, archs, backend, on_progress=on_progress)
     rows = []
     for arch, m in zip(archs, measured):
         rows.append({"arch": space.format(arch), "predicted_ms": predictor.predict_ms(arch),

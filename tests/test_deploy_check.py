@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 
 from hwnas.cli.main import main
-from hwnas.latency import deploy
 from hwnas.latency.device import cpu_info, library_versions
 from hwnas.latency.profile import PART_COLUMNS, Profile
 from hwnas.models.spaces.base import get_space
@@ -63,7 +62,9 @@ def deployed(tmp_path_factory):
     predicted = _profile(profile)
     (run / "best.txt").write_text(TINY + "\n")
     (run / "config.json").write_text(json.dumps({"space": "cifar32", "profile": str(profile)}))
-    deploy.export(str(run), root / "out", batch=1)
+    with pytest.raises(SystemExit) as exc:
+        main(["deploy", str(run), "--batch", "1", "--out", str(root / "out")])
+    assert exc.value.code == 0
     return {"root": root, "out": root / "out", "profile": profile, "predicted": predicted}
 
 

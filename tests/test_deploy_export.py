@@ -9,6 +9,7 @@ hashes are recomputed with hashlib.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -22,11 +23,18 @@ import torch
 
 from hwnas.cli.main import main
 from hwnas.errors import DeployError
-from hwnas.latency import deploy
+from hwnas import deploy
+from hwnas.deploy import artifact
 from hwnas.models.builder import build
+from hwnas.models.spaces.base import get_space
 
 TINY = ("SuperConvK3BNRELU(3,8,1,1)SuperResK3K3(8,16,2,8,1)SuperResK1K3K1(16,32,2,8,1)"
         "SuperConvK1BNRELU(32,64,1,1)")
+
+
+def _tiny():
+    space = get_space("cifar32")
+    return space, space.parse(TINY)
 
 
 def _trained_state(num_classes: int = 10, seed: int = 123) -> dict:
@@ -119,7 +127,7 @@ def test_manifest_records_shapes_versions_hashes_and_errors(weighted):
     digest = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
     assert manifest["artifacts"]["model.onnx"] == {"sha256": digest, "bytes": (out / "model.onnx").stat().st_size}
     assert manifest["weights"]["sha256"] == hashlib.sha256(weighted["ckpt"].read_bytes()).hexdigest()
-    assert manifest["versions"]["torch"] == torch.__version__
+    assert manifest["versions"]["torch"] == importlib.metadata.version("torch")
     assert manifest["versions"]["onnxruntime"] == ort.__version__
     assert manifest["versions"]["onnx"] == onnx.__version__
     check = manifest["verification"]["onnx"]
@@ -161,23 +169,23 @@ def test_failed_verification_writes_nothing_and_keeps_an_earlier_deployment(weig
     shutil.copytree(weighted["out"], out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(DeployError, match="does not match PyTorch"):
-        deploy.export(TINY, out, space="cifar32", batch=2, tolerance=1e-15)
+        deploy.export(*_tiny(), out, batch=2, tolerance=1e-15)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert _leftovers(tmp_path) == []
     fresh = tmp_path / "fresh"
     with pytest.raises(DeployError):
-        deploy.export(TINY, fresh, space="cifar32", batch=2, tolerance=1e-15)
+        deploy.export(*_tiny(), fresh, batch=2, tolerance=1e-15)
     assert not fresh.exists() and _leftovers(tmp_path) == []
 
 
 def test_crash_after_a_partial_file_leaves_no_artifact(tmp_path, monkeypatch):
-    def half_written(module, x, path, **kw):
+    def half_written(module, input_shape, batch, path, **kw):
         Path(path).write_bytes(b"\x08\x07partial")
         raise RuntimeError("exporter crashed")
 
-    monkeypatch.setattr(deploy, "_export_onnx", half_written)
+    monkeypatch.setattr(artifact, "export_onnx", half_written)
     with pytest.raises(RuntimeError):
-        deploy.export(TINY, tmp_path / "out", space="cifar32", batch=1)
+        deploy.export(*_tiny(), tmp_path / "out", batch=1)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -209,7 +217,7 @@ def test_unwritable_output_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(deploy.tempfile, "mkdtemp", refuse)
+    monkeypatch.setattr(artifact.tempfile, "mkdtemp", refuse)
     code, _, err = _run(["deploy", TINY, "--space", "cifar32", "--batch", "1", "--out", str(tmp_path / "o")], capsys)
     assert "cannot write to" in _one_line_error(code, err)
     assert list(tmp_path.iterdir()) == []
@@ -280,12 +288,12 @@ def test_tensorrt_unavailable_is_a_one_line_error_naming_what_is_missing(tmp_pat
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_engine_is_built_verified_and_reuses_the_timing_cache(precision, tmp_path):
     cache = tmp_path / "timing.cache"
-    first = deploy.export(TINY, tmp_path / "a", fmt="tensorrt", precision=precision, space="cifar32", batch=8,
+    first = deploy.export(*_tiny(), tmp_path / "a", fmt="tensorrt", precision=precision, batch=8,
                           dynamic_batch=True, timing_cache=cache)
     assert (tmp_path / "a" / "model.plan").is_file() and cache.is_file()
     assert first["tensorrt"]["profile"] == {"min": [1, 3, 32, 32], "opt": [8, 3, 32, 32], "max": [8, 3, 32, 32]}
     assert first["verification"]["tensorrt"]["passed"]
-    second = deploy.export(TINY, tmp_path / "b", fmt="tensorrt", precision=precision, space="cifar32", batch=8,
+    second = deploy.export(*_tiny(), tmp_path / "b", fmt="tensorrt", precision=precision, batch=8,
                            timing_cache=cache)
     assert second["tensorrt"]["timing_cache_reused"] is True
 

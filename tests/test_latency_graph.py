@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from hwnas.errors import ProfileError
-from hwnas.latency.backends import ROUND_SECONDS, Measurement, measure_interleaved, network_ms, take_samples
+from hwnas.latency.timing import ROUND_SECONDS, Measurement, measure_interleaved, network_ms, take_samples
 from hwnas.latency.graph import GraphFeatures, fanout_features, optimized_op_counts
 from hwnas.latency.predictor import FORM_FEATURES, Predictor, apply_calibration, fit_calibration
 from hwnas.latency.profile import Profile
@@ -24,7 +24,7 @@ from hwnas.models.spaces.nb201 import OPS, Cell
 ])
 def test_direct_onnx_graph_optimizes_like_the_torch_export(ops):
     """The directly built graph and the exporter's graph of the torch network become the same optimized graph."""
-    from hwnas.latency.backends import export_onnx
+    from hwnas.latency.export import export_onnx
 
     space = get_space("nb201")
     cell = Cell(ops)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from hwnas.latency import profiler
-from hwnas.latency.backends import PASSES, get_backend
+from hwnas.latency.backends import get_backend
+from hwnas.latency.timing import PASSES
 from hwnas.latency.predictor import Predictor
 from hwnas.latency.profile import Profile
 from hwnas.latency.validate import measure_end_to_end
@@ -46,7 +47,7 @@ def tiny_profile(tmp_path_factory):
     try:
         # First run stops at once (as if killed): only the journal header is written.
         assert profiler.profile_device("nb201", "onnxruntime", FAST, out, parts=parts, networks=4,
-                                       max_minutes=0, progress=False) is None
+                                       max_minutes=0) is None
         header = json.loads((out / "journal.jsonl").read_text().splitlines()[0])
         assert header["header"]["space"] == "nb201"
         # Simulate a run killed after three parts, with a torn last line.
@@ -63,7 +64,7 @@ def tiny_profile(tmp_path_factory):
         with open(out / "journal.jsonl", "a") as f:
             f.write("\n".join([ref] + done + [first]) + "\n" + '{"kind": "part", "key": "[tor')
         calls["n"] = calls["prepared"] = 0
-        prof = profiler.profile_device("nb201", "onnxruntime", FAST, out, parts=parts, networks=4, progress=False)
+        prof = profiler.profile_device("nb201", "onnxruntime", FAST, out, parts=parts, networks=4)
     finally:
         profiler.get_backend = real_get_backend
         type(space).all_archs = real_all_archs

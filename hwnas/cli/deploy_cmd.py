@@ -9,6 +9,71 @@ import click
 from hwnas.cli.output import echo_json, echo_table
 
 
+def _resolve(source: str, space: str | None, num_classes: int | None, resolution: int | None,
+             use_se: bool | None) -> tuple:
+    """``(space, architecture, use_se, source info)`` from a structure string, a file holding one, a zoo name, or
+    a search run folder (best.txt + config.json give the structure, the space and the profile).
+
+    A zoo name gives classes, resolution and SE; otherwise the space (default
+    ``imagenet224``, ``nb201`` for a ``|...|`` cell) gives the defaults.
+    Explicit arguments override them.
+    """
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from hwnas.errors import DeployError
+    from hwnas.models.spaces.base import get_space
+    from hwnas.models.structure import read_first_line
+
+    path = Path(source)
+    info: dict = {"kind": "string"}
+    defaults: dict = {}
+    if "(" in source or source.lstrip().startswith("|"):
+        text = source.strip()
+    elif path.is_dir():
+        if not (path / "best.txt").is_file():
+            raise DeployError(f"{source} is a folder without best.txt; expected a search output folder "
+                              "(best.txt and config.json) or a structure string")
+        try:
+            config = json.loads((path / "config.json").read_text())
+        except (OSError, ValueError) as err:
+            raise DeployError(f"{path / 'config.json'}: cannot read the search config ({err}); "
+                              "expected a search output folder with best.txt and config.json") from None
+        if not isinstance(config, dict):
+            raise DeployError(f"{path / 'config.json'}: expected a JSON object")
+        text, run_space = read_first_line(path / "best.txt"), config.get("space")
+        if space is not None and run_space is not None and space != run_space:
+            raise DeployError(f"--space {space} contradicts the search run's space {run_space!r} in {source}")
+        space = space or run_space
+        profile_info = config.get("profile_info") or {}
+        profile = profile_info.get("path") or profile_info.get("name") or config.get("profile")
+        info = {"kind": "run", "run_dir": str(path.resolve()), "profile": profile}
+        defaults = {k: config[k] for k in ("num_classes", "resolution", "use_se") if config.get(k) is not None}
+    elif path.is_file():
+        text, info = read_first_line(path), {"kind": "file", "path": str(path.resolve())}
+    elif "/" in source or path.suffix:
+        raise DeployError(f"{source}: no such file or folder; expected a structure string, a file holding one, "
+                          "a search output folder or a zoo model name")
+    else:
+        from hwnas.models import zoo
+
+        model = zoo.get(source)  # an unknown name is an error listing the zoo
+        text, info = str(model.structure), {"kind": "zoo", "name": model.name}
+        defaults = {"num_classes": model.num_classes, "resolution": model.resolution, "use_se": model.use_se}
+        space = space or ("cifar32" if model.resolution == 32 else "imagenet224")
+    space_obj = get_space(space or ("nb201" if text.startswith("|") else "imagenet224"))
+    num_classes = int(num_classes if num_classes is not None else defaults.get("num_classes", space_obj.num_classes))
+    resolution = int(resolution if resolution is not None else defaults.get("resolution", space_obj.resolution))
+    if (space_obj.num_classes, space_obj.resolution) != (num_classes, resolution):
+        if not dataclasses.is_dataclass(space_obj):
+            raise DeployError(f"space {space_obj.name!r} builds {space_obj.num_classes} classes at resolution "
+                              f"{space_obj.resolution} only; got num_classes={num_classes}, resolution={resolution}")
+        space_obj = dataclasses.replace(space_obj, num_classes=num_classes, resolution=resolution)
+    arch = space_obj.parse(text)  # StructureError names the fault
+    return space_obj, arch, bool(use_se if use_se is not None else defaults.get("use_se", False)), info
+
+
 class _DeployGroup(click.Group):
     """``hwnas deploy STRUCTURE ...`` means ``hwnas deploy export STRUCTURE ...``."""
 
@@ -49,7 +114,9 @@ def deploy_group() -> None:
               help="Input resolution (default: the run's, the zoo model's or the space's).")
 @click.option("--space", default=None, help="Search space of the structure (default: the run's, else imagenet224).")
 @click.option("--se/--no-se", "use_se", default=None, help="Build with SE modules (default: the zoo model's; else no).")
-@click.option("--simplify/--no-simplify", default=True, show_default=True, help="Simplify the graph with onnxslim.")
+@click.option("--simplify/--no-simplify", default=False, show_default=True,
+              help="Simplify the graph with onnxslim (off: the graph stays the one the latency profiles were "
+                   "calibrated on, the profiling exporter's).")
 @click.option("--tolerance", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Largest accepted max|runtime - torch| / max|torch| (default: 1e-3 fp32, 1e-2 fp16).")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
@@ -75,11 +142,12 @@ def export_cmd(source, fmt, precision, batch, dynamic_batch, weights, num_classe
       hwnas deploy zennet_cifar10_model_size05M_res32 --format onnx --batch 1 --dynamic-batch --out runs/deploy-z05
       hwnas deploy runs/gpu-search --format tensorrt --precision fp16 --batch 64 --out runs/deploy-trt
     """
-    from hwnas.latency.deploy import export
+    from hwnas.deploy import export
 
-    manifest = export(source, out, fmt=fmt, precision=precision, batch=batch, dynamic_batch=dynamic_batch,
-                      weights=weights, num_classes=num_classes, resolution=resolution, space=space, use_se=use_se,
-                      simplify=simplify, tolerance=tolerance, timing_cache=timing_cache,
+    space, arch, use_se, info = _resolve(source, space, num_classes, resolution, use_se)
+    manifest = export(space, arch, out, use_se=use_se, fmt=fmt, precision=precision, batch=batch,
+                      dynamic_batch=dynamic_batch, weights=weights, simplify=simplify, tolerance=tolerance,
+                      timing_cache=timing_cache, source=info,
                       log=lambda message: click.echo(f"deploy: {message}", err=True))
     if as_json:
         echo_json(manifest)
@@ -122,9 +190,15 @@ def check_cmd(directory, profile, tolerance, repeats, as_json) -> None:
       hwnas deploy check runs/deploy-cpu
       hwnas deploy check runs/deploy-cpu --profile ort-cpu1-b1-imagenet224 --tolerance 0.15 --json
     """
-    from hwnas.latency.deploy import check
+    from hwnas.deploy import check, read_manifest
+    from hwnas.errors import DeployError
+    from hwnas.latency.profile import Profile
 
-    result = check(directory, profile, tolerance=tolerance, repeats=repeats)
+    if profile is None:
+        profile = read_manifest(directory, verify_hashes=False).get("source", {}).get("profile")
+        if not profile:
+            raise DeployError(f"{directory} was not deployed from a search run with a profile; pass --profile")
+    result = check(directory, Profile.load(profile), tolerance=tolerance, repeats=repeats)
     if as_json:
         echo_json(result)
     else:

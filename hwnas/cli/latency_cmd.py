@@ -40,6 +40,25 @@ def _default_name(backend: str, device: str, gpu: str | None, precision: str, ba
     return f"{short}-{slug}-{precision}-b{batch}-{space}"
 
 
+def _progress_bar(disabled: bool):
+    """An ``on_progress(done, total, what)`` callback drawing one tqdm bar per ``what`` on stderr (None: none)."""
+    if disabled:
+        return None
+    from tqdm import tqdm
+
+    bars: dict = {}
+
+    def on_progress(done: int, total: int, what: str) -> None:
+        if what not in bars:
+            bars[what] = tqdm(total=total, initial=done, desc=what, unit="item", smoothing=0.05)
+        bar = bars[what]
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return on_progress
+
+
 @click.command("profile-device")
 @click.option("--cpu", "use_cpu", is_flag=True, help="Profile the CPU (the default when --gpu is not given).")
 @click.option("--gpu", default=None, metavar="NAME",
@@ -102,7 +121,7 @@ def profile_device_cmd(use_cpu, gpu, backend, precision, batch, threads, space, 
     name = _default_name(backend, device, gpu, precision, batch, threads, space)
     out = Path(out or Path("profiles") / name)
     profile = profile_device(space, backend, settings, out, grid=grid, networks=networks, seed=seed,
-                             max_minutes=max_minutes, gpu=gpu, progress=not no_progress, name=out.name)
+                             max_minutes=max_minutes, gpu=gpu, on_progress=_progress_bar(no_progress), name=out.name)
     if profile is None:
         click.echo(f"stopped after {max_minutes} minutes; rerun the same command to continue (journal: "
                    f"{out / 'journal.jsonl'})", err=True)
@@ -196,7 +215,7 @@ def validate_cmd(profile_name, samples, seed, plot, published, no_progress, as_j
 
     profile = _profile(profile_name)
     result = v.published(profile, plot) if published else v.validate(profile, samples, seed, plot,
-                                                                      progress=not no_progress)
+                                                                      on_progress=_progress_bar(no_progress))
     if as_json:
         echo_json(result)
         return
@@ -226,7 +245,7 @@ def recalibrate_cmd(profile_name, remeasure, networks, no_progress, as_json) -> 
     """
     from hwnas.latency.profiler import recalibrate
 
-    profile = recalibrate(_profile(profile_name).path, remeasure=remeasure, progress=not no_progress,
+    profile = recalibrate(_profile(profile_name).path, remeasure=remeasure, on_progress=_progress_bar(no_progress),
                           networks=networks)
     cal = profile.calibration
     out = {"profile": profile.name, "path": str(profile.path), "hash": profile.hash, "form": cal["form"],

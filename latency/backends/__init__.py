@@ -1,179 +1,26 @@
-"""Latency backends: one small protocol, a registry, and shared timing statistics.
+"""Latency backends: one small protocol and a registry that finds them.
 
-A backend prepares a torch module (exported or run as its runtime needs) under
-fixed settings as a warmed-up :class:`Timer`, whose samples are *batch* times;
-``measure_module`` / ``measure_onnx`` take ``repeats`` samples in a row and
-return a :class:`Measurement`. :func:`measure_interleaved` times many modules
-in rounds instead, so that a burst of load from elsewhere on a shared machine
-falls on all of them rather than on one, and in passes minutes apart, of which
-each keeps its fastest (whole networks are measured this way).
+A backend prepares a torch module (exported or run as its runtime needs) or
+an ONNX file under fixed settings as a warmed-up
+:class:`hwnas.latency.timing.Timer`; timing statistics and the interleaved
+timing of whole networks live in :mod:`hwnas.latency.timing`.
 Adding a runtime is one new file in this package that defines a class with
 ``name``, ``settings``, ``repeats``, ``versions()``, ``prepare``,
-``measure_module`` and ``measure_onnx`` and decorates it with
-``@register_backend``. Imports of the
-runtimes themselves are lazy: an absent runtime or device raises
-:class:`hwnas.errors.BackendUnavailable` naming what is missing, never a
-silent fallback.
+``prepare_onnx`` and ``measure_module`` and decorates it with
+``@register_backend``: every module of the package is imported when a
+backend is first asked for. Imports of the runtimes themselves are lazy: an
+absent runtime or device raises :class:`hwnas.errors.BackendUnavailable`
+naming what is missing, never a silent fallback.
 """
 
 from __future__ import annotations
 
 import importlib
-import math
-import random
-import time
-from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
-
-import numpy as np
+import pkgutil
+from typing import Callable, Protocol
 
 from hwnas.errors import BackendUnavailable, HwnasError
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """Batch time statistics in milliseconds over ``repeats`` timed samples."""
-
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
-    repeats: int
-
-    @property
-    def spread(self) -> float:
-        """Relative width of the p10-p90 band around the median."""
-        return (self.p90_ms - self.p10_ms) / self.median_ms if self.median_ms > 0 else float("inf")
-
-    def as_dict(self) -> dict:
-        return {"median_ms": self.median_ms, "p10_ms": self.p10_ms, "p90_ms": self.p90_ms, "repeats": self.repeats}
-
-
-def network_ms(m: Measurement) -> float:
-    """The batch time a whole network is reported by: the 10th percentile of its samples (of its fastest pass,
-    see :func:`fastest_pass`).
-
-    Load from elsewhere on a shared machine only ever slows a sample down, in
-    bursts of ~0.1 s of up to +70% on these 2-core machines, so a median over
-    samples taken in a row follows whichever burst it met (two such medians
-    of the same NB201 network agreed within ±10% for 66% of networks), while
-    the 10th percentile of samples interleaved across networks
-    (:func:`measure_interleaved`) reproduced within ±5% for all 400.
-    """
-    return m.p10_ms
-
-
-def fastest_pass(passes: Sequence[Measurement]) -> Measurement:
-    """The measurement of a network's fastest pass (by :func:`network_ms`).
-
-    Interference also comes in episodes of minutes (other tenants' jobs
-    contending for the shared cache and memory): one pass of 130 ImageNet
-    networks agreed with another within ±10% for only 93-99% of them, up to
-    19% apart, mid-sized networks most. Such an episode slows a pass down,
-    never speeds it up, so the fastest of passes taken a minute or more apart
-    is the network's time on the machine undisturbed; two such minima of 3
-    passes each agreed within ±10% for 99% (``docs/latency.md``).
-    """
-    return min(passes, key=network_ms)
-
-
-def summarize(samples_ms: Sequence[float]) -> Measurement:
-    a = np.asarray(samples_ms, dtype=float)
-    p10, med, p90 = np.percentile(a, [10, 50, 90])
-    return Measurement(float(med), float(p10), float(p90), int(a.size))
-
-
-class Timer(Protocol):
-    """A module prepared and warmed up on a backend, ready to be timed."""
-
-    def sample(self) -> tuple[float, bool]:
-        """One sample of the batch time in ms, and whether it is valid (False: the process was preempted)."""
-
-    def close(self) -> None:
-        """Release the session, engine or device memory."""
-
-
-def take_samples(timer: Timer, k: int) -> list[float]:
-    """``k`` valid samples; invalid ones are replaced, up to 4k tries (then every sample taken counts)."""
-    k = max(1, int(k))
-    valid, every = [], []
-    while len(valid) < k and len(every) < 4 * k:
-        ms, ok = timer.sample()
-        every.append(ms)
-        if ok:
-            valid.append(ms)
-    return valid if len(valid) >= min(k, max(3, k // 3)) else every
-
-
-def timed(timer: Timer, repeats: int) -> Measurement:
-    """``repeats`` samples of a prepared timer in a row, then close it."""
-    try:
-        return summarize(take_samples(timer, repeats))
-    finally:
-        timer.close()
-
-
-# Whole networks are timed in rounds over chunks of this many networks, repeats/ROUNDS samples per round; a round
-# lasts at least ROUND_SECONDS (a pause makes up the rest), so that even a single network's samples are spread
-# over a second or more instead of falling into one burst of load; and in PASSES passes over all the networks,
-# each in another order, of which a network's fastest counts (fastest_pass).
-ROUNDS = 5
-CHUNK = 10
-ROUND_SECONDS = 0.25
-PASSES = 3
-
-
-def pass_order(n: int, p: int) -> list[int]:
-    """The order in which pass ``p`` visits ``n`` items: as given first, then shuffled (a fixed shuffle per
-    pass), so that a network meets other neighbours in its chunk each pass."""
-    order = list(range(n))
-    if p:
-        random.Random(p).shuffle(order)
-    return order
-
-
-def measure_interleaved(backend, items: Sequence, prepare: Callable, *, rounds: int = ROUNDS, chunk: int = CHUNK,
-                        repeats: int | None = None, passes: int = PASSES,
-                        on_chunk: Callable | None = None) -> list[Measurement]:
-    """Measurements of many prepared modules timed in interleaved rounds, the fastest of ``passes`` passes each.
-
-    ``prepare(item)`` gives a :class:`Timer`. Each pass goes over all items
-    (in :func:`pass_order`) a chunk at a time, preparing them afresh; each
-    round takes ``ceil(repeats / rounds)`` samples (``repeats``: the
-    backend's by default) of every timer of the chunk in turn, so each item's
-    samples are spread over the whole chunk's timing. An item's result is
-    its :func:`fastest_pass`. ``on_chunk(items, measurements)`` is called
-    after each chunk of each pass (for progress: ``passes × len(items)`` in all).
-    """
-    repeats = backend.repeats if repeats is None else int(repeats)
-    per_round = max(1, math.ceil(repeats / max(1, rounds)))
-    items = list(items)
-    results: list[list[Measurement]] = [[] for _ in items]
-    for p in range(max(1, passes)):
-        order = pass_order(len(items), p)
-        for start in range(0, len(order), max(1, chunk)):
-            index = order[start:start + chunk]
-            part = [items[i] for i in index]
-            timers: list = []
-            try:
-                for item in part:
-                    timers.append(prepare(item))
-                samples: list[list[float]] = [[] for _ in timers]
-                for r in range(max(1, rounds)):
-                    began = time.monotonic()
-                    for timer, acc in zip(timers, samples):
-                        acc += take_samples(timer, per_round)
-                    rest = ROUND_SECONDS - (time.monotonic() - began)
-                    if rest > 0 and r < rounds - 1:
-                        time.sleep(rest)
-            finally:
-                for timer in timers:
-                    timer.close()
-            done = [summarize(s) for s in samples]
-            for i, m in zip(index, done):
-                results[i].append(m)
-            if on_chunk is not None:
-                on_chunk(part, done)
-    return [fastest_pass(r) for r in results]
+from hwnas.latency.timing import Measurement, Timer
 
 
 class Backend(Protocol):
@@ -195,13 +42,8 @@ class Backend(Protocol):
                        warmup: int | None = None, repeats: int | None = None) -> Measurement:
         """Batch time of ``module`` on inputs of ``(batch, *input_shape)``."""
 
-    def measure_onnx(self, path, *, batch: int | None = None, warmup: int | None = None,
-                     repeats: int | None = None) -> Measurement:
-        """Batch time of an ONNX file (its first input's non-batch shape is taken from the file)."""
-
 
 _BACKENDS: dict[str, Callable[..., Backend]] = {}
-_MODULES = {"onnxruntime": "onnxruntime", "torch": "torch_backend", "tensorrt": "tensorrt"}
 
 
 def register_backend(name: str):
@@ -212,15 +54,21 @@ def register_backend(name: str):
     return wrap
 
 
+def _discover() -> None:
+    """Import every module of this package once, so that each registers its backend."""
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
 def backend_names() -> list[str]:
-    return sorted(_MODULES)
+    _discover()
+    return sorted(_BACKENDS)
 
 
 def get_backend(name: str, **settings) -> Backend:
     """A backend by name with its settings; raises BackendUnavailable with the reason."""
-    if name not in _MODULES:
+    if name not in backend_names():
         raise HwnasError(f"unknown latency backend {name!r}; expected one of: {', '.join(backend_names())}")
-    importlib.import_module(f"hwnas.latency.backends.{_MODULES[name]}")
     return _BACKENDS[name](**settings)
 
 
@@ -231,34 +79,3 @@ def probe(name: str, **settings) -> str | None:
     except BackendUnavailable as err:
         return str(err)
     return None
-
-
-def export_onnx(module, input_shape: tuple[int, int, int], batch: int, path, *, dynamic_batch: bool = False,
-                half: bool = False) -> None:
-    """Export a torch module to ONNX (TorchScript exporter, opset 17) at a fixed batch.
-
-    The TorchScript exporter is used because it takes ~30 ms per small module
-    where the dynamo exporter takes >1 s, which matters for thousands of parts.
-    """
-    import io
-    import warnings
-
-    import torch
-
-    module = module.eval()
-    x = torch.randn(batch, *input_shape)
-    if half:
-        module, x = module.half(), x.half()
-    kwargs = dict(input_names=["input"], output_names=["output"], opset_version=17, do_constant_folding=True)
-    if dynamic_batch:
-        kwargs["dynamic_axes"] = {"input": {0: "batch"}, "output": {0: "batch"}}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        buffer = io.BytesIO()
-        try:
-            torch.onnx.export(module, (x,), buffer, dynamo=False, **kwargs)
-        except TypeError:  # torch without the ``dynamo`` keyword: the TorchScript exporter is the default
-            torch.onnx.export(module, (x,), buffer, **kwargs)
-    from pathlib import Path
-
-    Path(path).write_bytes(buffer.getvalue())

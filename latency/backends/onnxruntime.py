@@ -24,10 +24,32 @@ from pathlib import Path
 import numpy as np
 
 from hwnas.errors import BackendUnavailable, HwnasError
-from hwnas.latency.backends import Measurement, export_onnx, register_backend, timed
+from hwnas.latency.backends import register_backend
+from hwnas.latency.export import export_onnx
+from hwnas.latency.timing import Measurement, timed
 
 
 PREEMPTION_RATIO = 0.9
+
+
+def ort_session(model, *, provider: str = "CPUExecutionProvider", threads: int | None = None,
+                optimized_model_path=None):
+    """An ONNX Runtime session for an ONNX file or a model's bytes: all graph optimizations, sequential
+    execution, one inter-op thread, ``threads`` intra-op threads (ORT's default when None), warnings off;
+    with ``optimized_model_path`` ORT writes the graph it optimized there."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if optimized_model_path is not None:
+        opts.optimized_model_filepath = str(optimized_model_path)
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=opts,
+                                providers=[provider])
 
 
 @register_backend("onnxruntime")
@@ -60,15 +82,6 @@ class OnnxRuntimeBackend:
     def versions(self) -> dict:
         return {"onnxruntime": self._ort.__version__}
 
-    def _session(self, path):
-        opts = self._ort.SessionOptions()
-        opts.intra_op_num_threads = self.settings["threads"]
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        return self._ort.InferenceSession(str(path), sess_options=opts, providers=[self._provider])
-
     def prepare(self, module, input_shape, *, batch=None, warmup=None) -> "_OrtTimer":
         batch = int(batch or self.settings["batch"])
         tmp = tempfile.TemporaryDirectory(prefix="hwnas-ort-")
@@ -84,14 +97,10 @@ class OnnxRuntimeBackend:
         timer = self.prepare(module, input_shape, batch=batch, warmup=warmup)
         return timed(timer, self.repeats if repeats is None else int(repeats))
 
-    def measure_onnx(self, path, *, batch=None, warmup=None, repeats=None) -> Measurement:
-        timer = self.prepare_onnx(path, batch=batch, warmup=warmup)
-        return timed(timer, self.repeats if repeats is None else int(repeats))
-
     def prepare_onnx(self, path, *, batch=None, warmup=None, tmp=None) -> "_OrtTimer":
         if not Path(path).is_file():
             raise HwnasError(f"no ONNX file at {path}")
-        session = self._session(path)
+        session = ort_session(path, provider=self._provider, threads=self.settings["threads"])
         inp = session.get_inputs()[0]
         shape = [d if isinstance(d, int) and d > 0 else None for d in inp.shape]
         if shape[0] is None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 
 from hwnas.errors import BackendUnavailable, HwnasError
-from hwnas.latency.backends import Measurement, register_backend, timed
+from hwnas.latency.backends import register_backend
+from hwnas.latency.timing import Measurement, timed
 
 
 @register_backend("torch")
@@ -50,9 +51,6 @@ class TorchBackend:
         return out
 
     def prepare_onnx(self, path, **_kw):
-        return self.measure_onnx(path)
-
-    def measure_onnx(self, path, **_kw) -> Measurement:
         raise BackendUnavailable("the torch backend times torch modules, not ONNX files; "
                                  "use --backend onnxruntime or tensorrt for an ONNX file")
 
