@@ -137,6 +137,20 @@ def test_manifest_records_shapes_versions_hashes_and_errors(weighted):
     assert deploy.read_manifest(out) == manifest  # hashes re-check
 
 
+def test_deployed_graph_is_the_profiling_exporters_graph(weighted, tmp_path):
+    """deploy ships the graph the profiles' networks were timed as: the one the onnxruntime backend times."""
+    from hwnas.latency.export import export_onnx
+
+    net = build(TINY, num_classes=10).eval()
+    net.load_state_dict(weighted["state"])
+    export_onnx(net, (3, 32, 32), 4, tmp_path / "profiled.onnx", dynamic_batch=True, output_name="logits")
+    deployed, profiled = onnx.load(str(weighted["out"] / "model.onnx")), onnx.load(str(tmp_path / "profiled.onnx"))
+    assert [n.op_type for n in deployed.graph.node] == [n.op_type for n in profiled.graph.node]
+    assert deployed.opset_import == profiled.opset_import
+    weights = lambda m: [onnx.numpy_helper.to_array(t) for t in m.graph.initializer]  # noqa: E731
+    assert all(np.array_equal(a, b) for a, b in zip(weights(deployed), weights(profiled), strict=True))
+
+
 def test_run_dir_fp16_static_export(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()

@@ -7,9 +7,9 @@ import pytest
 
 from hwnas.latency import profiler
 from hwnas.latency.backends import get_backend
-from hwnas.latency.timing import PASSES
 from hwnas.latency.predictor import Predictor
 from hwnas.latency.profile import Profile
+from hwnas.latency.timing import PASSES
 from hwnas.latency.validate import measure_end_to_end
 from hwnas.models.spaces.base import get_space
 
@@ -64,12 +64,24 @@ def tiny_profile(tmp_path_factory):
         with open(out / "journal.jsonl", "a") as f:
             f.write("\n".join([ref] + done + [first]) + "\n" + '{"kind": "part", "key": "[tor')
         calls["n"] = calls["prepared"] = 0
-        prof = profiler.profile_device("nb201", "onnxruntime", FAST, out, parts=parts, networks=4)
+        calls["progress"] = []
+        prof = profiler.profile_device("nb201", "onnxruntime", FAST, out, parts=parts, networks=4,
+                                       on_progress=lambda *report: calls["progress"].append(report))
     finally:
         profiler.get_backend = real_get_backend
         type(space).all_archs = real_all_archs
     expected_refs = -(-(len(parts) - 3) // profiler.REF_EVERY)
     return prof, out, calls, len(parts), expected_refs
+
+
+def test_progress_is_reported_through_the_callback(tiny_profile):
+    _, _, calls, n_parts, _ = tiny_profile
+    reports = [r for r in calls["progress"] if r[2] == "profiling nb201"]
+    total = n_parts + PASSES * 4
+    # resumed: the three journaled parts and the journaled pass over one network count as done from the start
+    assert reports[0] == (3 + 1, total, "profiling nb201")
+    assert reports[-1] == (total, total, "profiling nb201")
+    assert all(a[0] <= b[0] for a, b in zip(reports, reports[1:]))
 
 
 def test_resume_measures_nothing_twice(tiny_profile):
