@@ -40,9 +40,9 @@ import pandas as pd
 from hwnas.errors import HwnasError, ProfileError
 from hwnas.latency import device as device_mod
 from hwnas.latency.backends import get_backend
+from hwnas.latency.profile import PART_COLUMNS, Profile
 from hwnas.latency.timing import (CHUNK, NETWORK_TIMING, PASSES, Measurement, Progress, fastest_pass,
                                   measure_networks, network_ms, pass_order)
-from hwnas.latency.profile import PART_COLUMNS, Profile
 from hwnas.models.spaces.base import Part, get_space
 
 REF_EVERY = 25

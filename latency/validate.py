@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from hwnas.errors import HwnasError, ProfileError
 from hwnas.atomic import atomic_write
+from hwnas.errors import HwnasError, ProfileError
 from hwnas.latency.backends import get_backend
 from hwnas.latency.predictor import Predictor
 from hwnas.latency.profile import Profile

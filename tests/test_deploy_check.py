@@ -24,7 +24,8 @@ TINY = ("SuperConvK3BNRELU(3,8,1,1)SuperResK3K3(8,16,2,8,1)SuperResK1K3K1(16,32,
         "SuperConvK1BNRELU(32,64,1,1)")
 
 
-def _profile(path, *, batch=1, precision="fp32", backend="onnxruntime", device=None, space="cifar32"):
+def _profile(path, *, batch=1, precision="fp32", backend="onnxruntime", device=None, space="cifar32",
+             settings=None):
     sp = get_space(space)
     parts = sp.parts(sp.parse(TINY))
     unique = list(dict.fromkeys(parts))  # a kernel may occur twice in the network: one row, counted twice
@@ -36,7 +37,7 @@ def _profile(path, *, batch=1, precision="fp32", backend="onnxruntime", device=N
                      "repeats": 5, "raw_median_ms": ms})
     table = pd.DataFrame(rows)
     meta = {"name": path.name, "space": space, "backend": backend,
-            "settings": {"device": "cpu", "threads": 1, "batch": batch, "precision": precision},
+            "settings": settings or {"device": "cpu", "threads": 1, "batch": batch, "precision": precision},
             "device": device or cpu_info(), "versions": library_versions(), "date": "2026-01-01",
             "grid": "test", "calibration": {"form": "affine", "coef": [2.0, 0.5], "predictor_version": 2},
             "resolution": sp.resolution}
@@ -115,3 +116,36 @@ def test_check_refuses_a_changed_artifact(deployed, tmp_path, capsys):
     assert code == 2 and "missing" in err
     code, _, err = _run(["deploy", "check", str(tmp_path), "--profile", str(deployed["profile"])], capsys)
     assert code == 2 and "deploy.json" in err
+
+
+def _tensorrt_missing() -> str | None:
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return "tensorrt is not installed"
+    return None if torch.cuda.is_available() else "no CUDA GPU"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_tensorrt_missing() is not None, reason=f"needs TensorRT and an NVIDIA GPU: {_tensorrt_missing()}")
+def test_check_times_a_tensorrt_engine_like_every_network(tmp_path, capsys):
+    from hwnas.latency.device import current_device_name
+
+    settings = {"device": "cuda", "precision": "fp16", "batch": 8}
+    profile = tmp_path / "trt"
+    predicted = _profile(profile, batch=8, precision="fp16", backend="tensorrt", settings=settings,
+                         device={"kind": "gpu", "name": current_device_name(settings)})
+    out = tmp_path / "engine"
+    code, _, _ = _run(["deploy", TINY, "--space", "cifar32", "--format", "tensorrt", "--precision", "fp16",
+                       "--batch", "8", "--dynamic-batch", "--timing-cache", str(tmp_path / "cache"), "--out",
+                       str(out)], capsys)
+    assert code == 0
+    code, stdout, _ = _run(["deploy", "check", str(out), "--profile", str(profile), "--repeats", "5",
+                            "--tolerance", "1e6", "--json"], capsys)
+    result = json.loads(stdout)
+    assert code == 0 and result["runtime"].startswith("tensorrt ")
+    assert result["predicted_ms"] == pytest.approx(predicted, rel=1e-9)
+    assert result["measured_ms"] == pytest.approx(result["measured_batch_ms"]["p10_ms"] / 8)
+    assert result["measured_batch_ms"]["repeats"] >= 5
