@@ -145,3 +145,25 @@ def test_recalibrate_measures_a_fresh_set_of_networks(tiny_profile, tmp_path):
     assert [n["arch"] for n in nets] == [n["arch"] for n in prof.calibration["networks"]]
     assert all(n["measured_batch_ms"] == n["p10_ms"] > 0 for n in nets) and "networks_remeasured" in again.metadata
     assert Profile.load(tmp_path / "p").hash == again.hash != prof.hash
+
+
+def test_a_new_backend_is_one_new_file(tmp_path, monkeypatch):
+    import sys
+
+    from hwnas.latency import backends
+
+    (tmp_path / "echo_backend.py").write_text(
+        "from hwnas.latency.backends import register_backend\n\n\n"
+        "@register_backend('echo')\n"
+        "class EchoBackend:\n"
+        "    name = 'echo'\n\n"
+        "    def __init__(self, **settings):\n"
+        "        self.settings = settings\n")
+    monkeypatch.setattr(backends, "__path__", [*backends.__path__, str(tmp_path)])
+    monkeypatch.setattr(backends, "_BACKENDS", dict(backends._BACKENDS))
+    monkeypatch.delitem(sys.modules, "hwnas.latency.backends.echo_backend", raising=False)
+    try:
+        assert "echo" in backends.backend_names()
+        assert get_backend("echo", batch=3).settings == {"batch": 3}
+    finally:
+        sys.modules.pop("hwnas.latency.backends.echo_backend", None)
