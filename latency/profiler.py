@@ -338,6 +338,8 @@ def recalibrate(path: str | os.PathLike, remeasure: bool = False, progress: bool
     measured instead. The table (the parts) is never re-measured; the hash changes.
     """
     profile = Profile.load(path)
+    if remeasure:
+        profile.check(host=True, doing="re-measured")  # before anything is sampled or measured
     nets = profile.calibration.get("networks", [])
     space = get_space(profile.space)
     if networks is not None:
@@ -349,10 +351,6 @@ def recalibrate(path: str | os.PathLike, remeasure: bool = False, progress: bool
         raise ProfileError(f"profile {profile.name} has {len(nets)} calibration networks; 3 or more are needed")
     if remeasure:
         from tqdm import tqdm
-
-        from hwnas.latency.validate import require_profiled_device
-
-        require_profiled_device(profile, "re-measured")
 
         backend = get_backend(profile.backend, **profile.settings)
         bar = tqdm(total=PASSES * len(nets), disable=not progress, unit="net", desc="re-measuring")

@@ -28,17 +28,6 @@ from hwnas.latency.profiler import NETWORK_TIMING, measure_networks, sample_netw
 from hwnas.models.spaces.base import get_space
 
 
-def require_profiled_device(profile: Profile, doing: str = "measured") -> None:
-    """Refuse (ProfileError) to measure for a profile on a device other than the one it was profiled on."""
-    from hwnas.latency.device import current_device_name
-
-    there = profile.metadata.get("device", {}).get("name")
-    here = current_device_name(profile.settings)
-    if here != there:
-        raise ProfileError(f"profile {profile.name} was measured on {there}; this machine has {here}, so networks "
-                           f"cannot be {doing} here for it")
-
-
 def backend_for(profile: Profile):
     """The profile's backend with the profile's own settings (raises BackendUnavailable with the reason)."""
     return get_backend(profile.backend, **profile.settings)
@@ -50,7 +39,7 @@ def measure_end_to_end(profile: Profile, arch, backend=None) -> float:
     space = get_space(profile.space)
     if isinstance(arch, str):
         arch = space.parse(arch)
-    require_profiled_device(profile)
+    profile.check(host=True)
     m = measure_networks(space, [arch], backend or backend_for(profile))[0]
     return network_ms(m) / profile.batch
 
@@ -101,10 +90,10 @@ def validate(profile: Profile, samples: int = 50, seed: int = 1, plot: str | Non
     """Measure ``samples`` fresh random networks end to end and compare with the predictions."""
     from tqdm import tqdm
 
+    profile.check(host=True)  # before anything is sampled or built
     if samples < 1:
         raise HwnasError(f"--samples must be at least 1, got {samples}")
     space = get_space(profile.space)
-    require_profiled_device(profile)
     predictor = Predictor(profile)
     backend = backend_for(profile)
     calibrated_on = {n["arch"] for n in profile.calibration.get("networks", [])}

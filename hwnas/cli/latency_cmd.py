@@ -31,15 +31,6 @@ def _load_arch(space, value: str):
     return space.parse(text)
 
 
-def _default_name(backend: str, device: str, gpu: str | None, precision: str, batch: int, threads: int,
-                  space: str) -> str:
-    short = {"onnxruntime": "ort", "tensorrt": "trt", "torch": "torch"}[backend]
-    if device == "cpu":
-        return f"{short}-cpu{threads}-b{batch}-{space}"
-    slug = "".join(ch for ch in (gpu or "gpu").lower() if ch.isalnum())
-    return f"{short}-{slug}-{precision}-b{batch}-{space}"
-
-
 @click.command("profile-device")
 @click.option("--cpu", "use_cpu", is_flag=True, help="Profile the CPU (the default when --gpu is not given).")
 @click.option("--gpu", default=None, metavar="NAME",
@@ -82,7 +73,8 @@ def profile_device_cmd(use_cpu, gpu, backend, precision, batch, threads, space, 
       profile-device --gpu v100 --backend tensorrt --precision fp16 --batch 64 --space imagenet224
     """
     from hwnas.errors import HwnasError
-    from hwnas.latency.device import require_gpu
+    from hwnas.latency.device import default_settings, require_gpu
+    from hwnas.latency.profile import profile_name
     from hwnas.latency.profiler import profile_device
 
     if use_cpu and gpu:
@@ -92,14 +84,8 @@ def profile_device_cmd(use_cpu, gpu, backend, precision, batch, threads, space, 
     device = "cuda" if gpu else "cpu"
     if backend == "tensorrt" and device == "cpu":
         raise HwnasError("the tensorrt backend needs --gpu NAME")
-    precision = precision or ("fp16" if device == "cuda" else "fp32")
-    batch = batch or (64 if device == "cuda" else 1)
-    settings = {"device": device, "precision": precision, "batch": batch}
-    if device == "cpu":
-        settings["threads"] = threads
-    if backend == "torch":
-        settings["cuda_graphs"] = cuda_graphs
-    name = _default_name(backend, device, gpu, precision, batch, threads, space)
+    settings = default_settings(device, backend, precision, batch, threads, cuda_graphs)
+    name = profile_name(backend, settings, space, gpu)
     out = Path(out or Path("profiles") / name)
     profile = profile_device(space, backend, settings, out, grid=grid, networks=networks, seed=seed,
                              max_minutes=max_minutes, gpu=gpu, progress=not no_progress, name=out.name)
@@ -251,7 +237,8 @@ def profiles_group() -> None:
 @profiles_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def profiles_list_cmd(as_json) -> None:
-    """Profiles shipped with hwnas (the default is marked).
+    """Profiles shipped with hwnas: the device each describes and whether it fits this machine (the default is
+    marked *). A profile that does not fit still predicts for its device; only measuring needs that device.
 
     \b
     Example:
@@ -266,9 +253,10 @@ def profiles_list_cmd(as_json) -> None:
     if not rows:
         click.echo("no shipped profiles")
         return
-    echo_table([{**r, "default": "*" if r["default"] else ""} for r in rows],
-               ["name", "default", "space", "backend", "device", "precision", "batch", "threads", "parts",
-                "calibration", "date"])
+    echo_table([{**r, "default": "*" if r["default"] else "", "isa": " ".join(r["isa"] or ()),
+                 "fits_host": "yes" if r["fits_host"] else "no: " + "; ".join(r["host_differences"])} for r in rows],
+               ["name", "default", "space", "device", "cores", "isa", "runtime", "threads", "batch", "precision",
+                "source", "fits_host"])
 
 
 commands = [profile_device_cmd, latency_group, profiles_group]
