@@ -202,7 +202,8 @@ def host_differences(metadata: dict) -> list[str]:
     if library and recorded:
         version = library_versions().get(library)
         if version != recorded:
-            out.append(f"it ran {library} {recorded}, this machine has {version or f'no {library}'}")
+            here_runs = f"{library} {version}" if version else f"no {library}"
+            out.append(f"it ran {library} {recorded}, this machine has {here_runs}")
     return out
 
 
