@@ -106,10 +106,11 @@ def list_profiles() -> list[dict]:
         s = meta.get("settings", {})
         cal = meta.get("calibration", {})
         dev = meta.get("device", {})
+        runtime = device_mod.RUNTIME_LIBRARY.get(meta.get("backend"))
         differences = device_mod.host_differences(meta)
         out.append({"name": meta_file.parent.name, "space": meta.get("space"), "backend": meta.get("backend"),
                     "device": dev.get("name"), "cores": dev.get("logical_cores"), "isa": dev.get("simd"),
-                    "runtime": f"{meta.get('backend')} {meta.get('versions', {}).get(meta.get('backend'), '')}".strip(),
+                    "runtime": " ".join(filter(None, (meta.get("backend"), meta.get("versions", {}).get(runtime)))),
                     "precision": s.get("precision"), "batch": s.get("batch"), "threads": s.get("threads"),
                     "parts": meta.get("parts"), "calibration": cal.get("form"), "source": _source(meta),
                     "date": meta.get("date"), "default": meta_file.parent.name == DEFAULT_PROFILE,
@@ -185,29 +186,30 @@ class Profile:
         difference is named, each with what to do."""
         problems = []
         if space is not None and self.space != space.name:
-            problems.append(f"it was measured on space {self.space!r}; the search runs on {space.name!r} "
+            problems.append(f"it is a profile of space {self.space!r}, not {space.name!r} "
                             f"(pass --space {self.space} or a profile of {space.name})")
         elif space is not None and self.resolution != int(space.resolution):
-            problems.append(f"its resolution {self.resolution} does not match the space's {space.resolution}; "
+            problems.append(f"its resolution {self.resolution} does not match the space's {space.resolution}, "
                             f"expected a profile measured at {space.resolution}x{space.resolution}")
         if batch is not None and int(batch) != self.batch:
-            problems.append(f"it was measured at batch {self.batch}, latency is asked at batch {batch}; expected "
-                            f"a profile measured at batch {batch}")
+            problems.append(f"it was measured at batch {self.batch}, latency is asked at batch {batch} (expected "
+                            f"a profile measured at batch {batch})")
         differences = device_mod.host_differences(self.metadata) if host else []
         if differences:
             problems.append(f"it was measured on {device_mod.describe(self.metadata.get('device', {}))} and "
-                            f"{', '.join(differences)}, so networks cannot be {doing} here for it; to measure on "
-                            f"this machine, profile it ({profile_command(self.metadata)}) and pass that folder as --profile")
+                            f"{', '.join(differences)}, so networks cannot be {doing} here for it (to measure on "
+                            f"this machine, profile it: {profile_command(self.metadata)}, and pass that folder as "
+                            "--profile)")
         if problems:
             raise ProfileError(f"profile {self.name} does not fit: {'; '.join(problems)}")
 
     # I/O
     @classmethod
-    def for_space(cls, space, name_or_path: str | os.PathLike | None = None, *, batch: int | None = None,
-                  host: bool = False) -> "Profile":
-        """The named profile, or the space's shipped default, checked to fit ``space`` (see :meth:`check`)."""
+    def for_space(cls, space, name_or_path: str | os.PathLike | None = None, *,
+                  batch: int | None = None) -> "Profile":
+        """The named profile, or the space's shipped default, checked to fit ``space`` and ``batch``."""
         profile = cls.load(name_or_path if name_or_path else default_profile_name(space.name))
-        profile.check(space=space, batch=batch, host=host)
+        profile.check(space=space, batch=batch)
         return profile
 
     @classmethod

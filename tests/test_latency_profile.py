@@ -99,7 +99,8 @@ def test_defaults_and_listing():
 
 
 # A fixed host, so that what fits does not depend on the machine running the tests.
-HOST = {"kind": "cpu", "name": "Test CPU 9000", "logical_cores": 8, "usable_cores": 4, "simd": ["fma", "avx2", "avx_vnni"],
+HOST = {"kind": "cpu", "name": "Test CPU 9000", "logical_cores": 8, "usable_cores": 4,
+        "simd": ["fma", "avx2", "avx_vnni"],
         "isa_checked": ["fma", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile",
                         "amx_int8", "amx_bf16"]}
 
