@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # A short real search: ImageNet space, 6 ms per image on the shipped CPU profile (ONNX Runtime,
-# 1 thread, batch 1), then the best network measured end to end beside its prediction.
+# 1 thread, batch 1), then the best network measured end to end beside its prediction where this
+# machine is the profile's device; elsewhere one line says so and how to profile this machine.
 demo: setup
 	rm -rf runs/demo
 	$(BIN)/search --latency-ms 6 --space imagenet224 --population 64 --iterations 1000 --batch-size 8 \
-		--workers 2 --out runs/demo --measure
+		--workers 2 --out runs/demo --measure auto
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile

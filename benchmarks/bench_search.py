@@ -109,9 +109,9 @@ def latency_check_cost(zennas_dir: str | None, n: int, seed: int) -> dict:
     timed forward), here at the profile's setting (batch 1, fp32, 224x224, CPU).
     """
     from hwnas.latency.predictor import Predictor
+    from hwnas.latency.profile import Profile
     from hwnas.models.spaces.base import get_space
     from hwnas.search.budgets import BudgetChecker, Budgets
-    from hwnas.search.evolution import load_profile
 
     rng = random.Random(seed)
     space = get_space("imagenet224")
@@ -120,7 +120,7 @@ def latency_check_cost(zennas_dir: str | None, n: int, seed: int) -> dict:
         arch = space.mutate(arch, rng, num_blocks=2)
         if str(arch) not in {str(a) for a in archs}:
             archs.append(arch)
-    profile = load_profile(None, space)
+    profile = Profile.for_space(space)
     out: dict = {"candidates": n, "space": "imagenet224", "hwnas_profile": profile.name}
     checker = BudgetChecker(space, Budgets(latency_ms=1e9, max_layers=30), Predictor(profile))
     t = time.perf_counter()

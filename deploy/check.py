@@ -19,10 +19,8 @@ _RUNTIME = {"onnx": "onnxruntime", "tensorrt": "tensorrt"}
 
 
 def _refusals(manifest: dict, profile, space) -> list[str]:
-    """Every way the deployment's settings differ from the profile's: each makes the comparison meaningless."""
-    from hwnas.latency.device import current_device_name
-
-    settings = profile.settings
+    """Every way the deployment's settings differ from the profile's: each makes the comparison meaningless
+    (the device is checked before, by ``Profile.check``)."""
     out = []
     runtime = _RUNTIME[manifest["format"]]
     if profile.backend != runtime:
@@ -42,10 +40,6 @@ def _refusals(manifest: dict, profile, space) -> list[str]:
             out.append(f"the profile predicts {key} {getattr(space, key)}, the artifact has {manifest[key]}")
     if manifest.get("use_se"):
         out.append("the artifact has SE modules, the profile predicts networks without them")
-    profiled_on = str(profile.metadata.get("device", {}).get("name", ""))
-    here = current_device_name(settings)
-    if profiled_on != here:
-        out.append(f"the profile was measured on {profiled_on or 'an unnamed device'}, this machine is {here}")
     return out
 
 
@@ -57,7 +51,7 @@ def check(directory: str | Path, profile, *, tolerance: float = 0.10, warmup: in
     :func:`hwnas.latency.timing.network_ms` of the samples as for whole
     networks everywhere, / batch), ``rel_error = measured / predicted - 1`` and
     ``within_tolerance``. Settings that differ (runtime, precision, batch,
-    space, resolution, classes, SE, device) raise DeployError naming them.
+    space, resolution, classes, SE) raise DeployError naming them; another device, a ProfileError.
     """
     from hwnas.latency.backends import get_backend
     from hwnas.latency.predictor import Predictor
@@ -66,6 +60,7 @@ def check(directory: str | Path, profile, *, tolerance: float = 0.10, warmup: in
 
     if tolerance <= 0:
         raise DeployError(f"tolerance {tolerance}; expected a positive fraction such as 0.10")
+    profile.check(host=True, doing="checked")  # this machine must be the profile's device, before any work
     directory = Path(directory)
     manifest = read_manifest(directory)
     space = get_space(profile.space)

@@ -1,8 +1,14 @@
-"""Device identity: what a profile was measured on, and the check that a requested GPU is present.
+"""Device identity: what a profile was measured on, whether this machine is that device, per-device defaults.
 
 GPUs are identified through NVML (``pynvml`` from nvidia-ml-py): name, driver,
-memory and clocks. CPUs through /proc/cpuinfo (model, logical cores) and the
-affinity mask. A profile is never produced for a device that is not present.
+memory and clocks. CPUs through /proc/cpuinfo (model, logical cores, the
+instruction-set extensions that change kernel speed) and the affinity mask.
+A profile is never produced for a device that is not present.
+
+A CPU device is its model string, core count and ISA extensions, run by a
+runtime of some version with some threads: two CPUs whose model strings agree
+but whose ISA differs (an AMD EPYC with and without AVX-512) are different
+devices. A GPU device is its name.
 """
 
 from __future__ import annotations
@@ -15,6 +21,14 @@ from importlib import metadata as importlib_metadata
 from hwnas.errors import BackendUnavailable
 
 LIBRARIES = ("torch", "onnx", "onnxruntime", "numpy", "tensorrt", "nvidia-ml-py")
+# The instruction-set extensions that change how fast a runtime's CPU kernels run, recorded as "simd" (those
+# present) with "isa_checked" (those looked for).
+ISA_FLAGS = ("fma", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8",
+             "amx_bf16")
+# What profiles recorded before "isa_checked" existed looked for these only; the rest is unknown for them.
+LEGACY_ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "fma", "amx_tile")
+# The library whose version is part of a device's identity, per backend.
+RUNTIME_LIBRARY = {"onnxruntime": "onnxruntime", "torch": "torch", "tensorrt": "tensorrt"}
 
 
 def cpu_info() -> dict:
@@ -27,7 +41,7 @@ def cpu_info() -> dict:
             model = m.group(1).strip()
         f = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
         if f:
-            flags = [x for x in f.group(1).split() if x in ("avx2", "avx512f", "avx512_vnni", "fma", "amx_tile")]
+            flags = [x for x in f.group(1).split() if x in ISA_FLAGS]
     except OSError:
         pass
     try:
@@ -35,7 +49,7 @@ def cpu_info() -> dict:
     except AttributeError:  # pragma: no cover - not Linux
         usable = os.cpu_count()
     return {"kind": "cpu", "name": model, "logical_cores": os.cpu_count(), "usable_cores": usable,
-            "simd": flags, "machine": platform.machine(), "os": platform.platform()}
+            "simd": flags, "isa_checked": list(ISA_FLAGS), "machine": platform.machine(), "os": platform.platform()}
 
 
 def gpu_info() -> list[dict]:
@@ -114,11 +128,80 @@ def identity(device: str = "cpu", gpu: str | None = None) -> dict:
     return gpus[0]
 
 
-def current_device_name(settings: dict) -> str:
-    """The name of the device a profile's ``settings`` would run on here: this CPU, or the visible CUDA GPU (as
-    torch names it; "no CUDA GPU" when there is none)."""
-    if settings.get("device", "cpu") == "cpu":
-        return cpu_info()["name"]
+def default_settings(device: str, backend: str, precision: str | None = None, batch: int | None = None,
+                     threads: int = 1, cuda_graphs: bool = False) -> dict:
+    """A backend's settings on ``device`` ("cpu" or "cuda"): fp32 and batch 1 on a CPU, fp16 and batch 64 on a GPU
+    unless given; threads on a CPU only; CUDA graphs for the torch backend only."""
+    settings = {"device": device, "precision": precision or ("fp16" if device == "cuda" else "fp32"),
+                "batch": batch or (64 if device == "cuda" else 1)}
+    if device == "cpu":
+        settings["threads"] = threads
+    if backend == "torch":
+        settings["cuda_graphs"] = cuda_graphs
+    return settings
+
+
+def _host_gpu_name() -> str:
     import torch
 
     return torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA GPU"
+
+
+def describe(device: dict) -> str:
+    """A device as a profile records it, in words: "AMD EPYC (2 cores, fma avx2 avx512f avx512_vnni)"."""
+    details = []
+    if device.get("kind", "cpu") == "cpu":
+        if device.get("logical_cores"):
+            details.append(f"{device['logical_cores']} cores")
+        if "simd" in device:
+            details.append(" ".join(device["simd"]) or "no AVX2")
+    name = str(device.get("name") or "an unnamed device")
+    return f"{name} ({', '.join(details)})" if details else name
+
+
+def _isa_differences(there: dict, here: dict) -> list[str]:
+    checked = [f for f in ISA_FLAGS
+               if f in there.get("isa_checked", LEGACY_ISA_FLAGS) and f in here.get("isa_checked", ISA_FLAGS)]
+    had = set(there.get("simd", ()))
+    has = set(here.get("simd", ()))
+    lacks = [f for f in checked if f in had and f not in has]
+    extra = [f for f in checked if f in has and f not in had]
+    out = []
+    if lacks:
+        out.append(f"this machine lacks {', '.join(lacks)}")
+    if extra:
+        out.append(f"this machine has {', '.join(extra)}, the profiled CPU did not")
+    return out
+
+
+def host_differences(metadata: dict) -> list[str]:
+    """How this machine differs from the device a profile's ``metadata`` was measured on ([] when it is that
+    device): CPU model, core count and ISA, or GPU name; the runtime's version; threads beyond the usable cores.
+
+    Only what the metadata records is compared, so older profiles (no ISA list, no core count) still work."""
+    there = metadata.get("device", {})
+    settings = metadata.get("settings", {})
+    out = []
+    if settings.get("device", "cpu") == "cpu":
+        here = cpu_info()
+        if there.get("name") != here["name"]:
+            out.append(f"this machine has {here['name']}")
+        if there.get("logical_cores") and there["logical_cores"] != here["logical_cores"]:
+            out.append(f"this machine has {here['logical_cores']} cores, not {there['logical_cores']}")
+        if "simd" in there:
+            out += _isa_differences(there, here)
+        threads = settings.get("threads")
+        if threads and threads > here["usable_cores"]:
+            out.append(f"the profile runs {threads} threads, this machine may use {here['usable_cores']} cores")
+    else:
+        name = _host_gpu_name()
+        if there.get("name") != name:
+            out.append(f"this machine has {name}")
+    library = RUNTIME_LIBRARY.get(metadata.get("backend", ""))
+    recorded = metadata.get("versions", {}).get(library)
+    if library and recorded:
+        version = library_versions().get(library)
+        if version != recorded:
+            here_runs = f"{library} {version}" if version else f"no {library}"
+            out.append(f"it ran {library} {recorded}, this machine has {here_runs}")
+    return out

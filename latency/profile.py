@@ -15,7 +15,9 @@ Files:
   the table's content and of every other metadata field.
 
 Reading checks the schema version, the columns and the hash, and refuses
-anything else with a :class:`~hwnas.errors.ProfileError`.
+anything else with a :class:`~hwnas.errors.ProfileError`. :meth:`Profile.check`
+says whether a profile fits a use: its space, its batch and, where networks
+will be measured, this machine (:func:`hwnas.latency.device.host_differences`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import pandas as pd
 
 from hwnas.atomic import atomic_write_bytes
 from hwnas.errors import ProfileError
+from hwnas.latency import device as device_mod
 
 SCHEMA_VERSION = 1
 GRAPH_FILE = "graph.parquet"
@@ -61,8 +64,39 @@ def shipped_dir() -> Path:
     return Path(str(resources.files("hwnas.profiles")))
 
 
+def profile_name(backend: str, settings: dict, space: str, gpu: str | None = None) -> str:
+    """The default name of a profile: ``ort-cpu1-b1-imagenet224``, ``trt-v100-fp16-b64-imagenet224``."""
+    short = {"onnxruntime": "ort", "tensorrt": "trt", "torch": "torch"}[backend]
+    if settings.get("device", "cpu") == "cpu":
+        return f"{short}-cpu{settings['threads']}-b{settings['batch']}-{space}"
+    slug = "".join(ch for ch in (gpu or "gpu").lower() if ch.isalnum())
+    return f"{short}-{slug}-{settings['precision']}-b{settings['batch']}-{space}"
+
+
+def profile_command(metadata: dict) -> str:
+    """The command that profiles this machine for a profile's space, backend and settings, into a folder that
+    does not shadow a shipped profile."""
+    settings = metadata["settings"]
+    if settings.get("device", "cpu") == "cpu":
+        target = f"--cpu --backend {metadata['backend']} --threads {settings.get('threads', 1)}"
+    else:
+        target = f"--gpu NAME --backend {metadata['backend']} --precision {settings['precision']}"
+    out = f"local-profiles/{profile_name(metadata['backend'], {'threads': 1, **settings}, metadata['space'])}"
+    return f"profile-device {target} --batch {settings['batch']} --space {metadata['space']} --out {out}"
+
+
+def _source(meta: dict) -> str:
+    """Where a profile's numbers came from."""
+    minutes = meta.get("profiling_seconds")
+    text = "measured by profile-device" + (f", {minutes / 60:.0f} min" if minutes else "")
+    if meta.get("networks_remeasured"):
+        text += f"; networks re-measured {meta['networks_remeasured'][:10]}"
+    return text
+
+
 def list_profiles() -> list[dict]:
-    """Summary of every shipped profile (name, space, backend, device, batch, ...), sorted by name."""
+    """Summary of every shipped profile (name, space, device and its ISA, runtime settings, where its numbers came
+    from, whether it fits this machine), sorted by name."""
     out = []
     for meta_file in sorted(shipped_dir().glob("*/metadata.json")):
         try:
@@ -71,11 +105,16 @@ def list_profiles() -> list[dict]:
             continue
         s = meta.get("settings", {})
         cal = meta.get("calibration", {})
+        dev = meta.get("device", {})
+        runtime = device_mod.RUNTIME_LIBRARY.get(meta.get("backend"))
+        differences = device_mod.host_differences(meta)
         out.append({"name": meta_file.parent.name, "space": meta.get("space"), "backend": meta.get("backend"),
-                    "device": meta.get("device", {}).get("name"), "precision": s.get("precision"),
-                    "batch": s.get("batch"), "threads": s.get("threads"), "parts": meta.get("parts"),
-                    "calibration": cal.get("form"), "date": meta.get("date"),
-                    "default": meta_file.parent.name == DEFAULT_PROFILE})
+                    "device": dev.get("name"), "cores": dev.get("logical_cores"), "isa": dev.get("simd"),
+                    "runtime": " ".join(filter(None, (meta.get("backend"), meta.get("versions", {}).get(runtime)))),
+                    "precision": s.get("precision"), "batch": s.get("batch"), "threads": s.get("threads"),
+                    "parts": meta.get("parts"), "calibration": cal.get("form"), "source": _source(meta),
+                    "date": meta.get("date"), "default": meta_file.parent.name == DEFAULT_PROFILE,
+                    "fits_host": not differences, "host_differences": differences})
     return out
 
 
@@ -140,7 +179,39 @@ class Profile:
     def calibration(self) -> dict:
         return self.metadata["calibration"]
 
+    # fit
+    def check(self, *, space=None, batch: int | None = None, host: bool = False, doing: str = "measured") -> None:
+        """Refuse (ProfileError, one line) a profile that does not fit: another ``space`` (name and resolution)
+        or ``batch``, or with ``host``, because networks will be ``doing`` on this machine, another device. Every
+        difference is named, each with what to do."""
+        problems = []
+        if space is not None and self.space != space.name:
+            problems.append(f"it is a profile of space {self.space!r}, not {space.name!r} "
+                            f"(pass --space {self.space} or a profile of {space.name})")
+        elif space is not None and self.resolution != int(space.resolution):
+            problems.append(f"its resolution {self.resolution} does not match the space's {space.resolution}, "
+                            f"expected a profile measured at {space.resolution}x{space.resolution}")
+        if batch is not None and int(batch) != self.batch:
+            problems.append(f"it was measured at batch {self.batch}, latency is asked at batch {batch} (expected "
+                            f"a profile measured at batch {batch})")
+        differences = device_mod.host_differences(self.metadata) if host else []
+        if differences:
+            problems.append(f"it was measured on {device_mod.describe(self.metadata.get('device', {}))} and "
+                            f"{', '.join(differences)}, so networks cannot be {doing} here for it (to measure on "
+                            f"this machine, profile it: {profile_command(self.metadata)}, and pass that folder as "
+                            "--profile)")
+        if problems:
+            raise ProfileError(f"profile {self.name} does not fit: {'; '.join(problems)}")
+
     # I/O
+    @classmethod
+    def for_space(cls, space, name_or_path: str | os.PathLike | None = None, *,
+                  batch: int | None = None) -> "Profile":
+        """The named profile, or the space's shipped default, checked to fit ``space`` and ``batch``."""
+        profile = cls.load(name_or_path if name_or_path else default_profile_name(space.name))
+        profile.check(space=space, batch=batch)
+        return profile
+
     @classmethod
     def load(cls, name_or_path: str | os.PathLike | None = None) -> "Profile":
         """A shipped profile by name, or a profile folder (or its metadata.json) by path."""

@@ -112,15 +112,6 @@ def sample_networks(space, n: int, seed: int) -> list:
     return chosen
 
 
-def require_profiled_device(profile: Profile, doing: str = "measured") -> None:
-    """Refuse (ProfileError) to measure for a profile on a device other than the one it was profiled on."""
-    there = profile.metadata.get("device", {}).get("name")
-    here = device_mod.current_device_name(profile.settings)
-    if here != there:
-        raise ProfileError(f"profile {profile.name} was measured on {there}; this machine has {here}, so networks "
-                           f"cannot be {doing} here for it")
-
-
 class Journal:
     """Append-only JSON-lines record of a profiling run; a torn last line is ignored."""
 
@@ -338,6 +329,8 @@ def recalibrate(path: str | os.PathLike, remeasure: bool = False, on_progress: P
     measured instead. The table (the parts) is never re-measured; the hash changes.
     """
     profile = Profile.load(path)
+    if remeasure:
+        profile.check(host=True, doing="re-measured")  # before anything is sampled or measured
     nets = profile.calibration.get("networks", [])
     space = get_space(profile.space)
     if networks is not None:
@@ -348,7 +341,6 @@ def recalibrate(path: str | os.PathLike, remeasure: bool = False, on_progress: P
     if len(nets) < 3:
         raise ProfileError(f"profile {profile.name} has {len(nets)} calibration networks; 3 or more are needed")
     if remeasure:
-        require_profiled_device(profile, "re-measured")
         backend = get_backend(profile.backend, **profile.settings)
         measured = measure_networks(space, [space.parse(n["arch"]) for n in nets], backend,
                                     on_progress=on_progress, what="re-measuring")

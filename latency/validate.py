@@ -24,7 +24,7 @@ from hwnas.errors import HwnasError, ProfileError
 from hwnas.latency.backends import get_backend
 from hwnas.latency.predictor import Predictor
 from hwnas.latency.profile import Profile
-from hwnas.latency.profiler import require_profiled_device, sample_networks
+from hwnas.latency.profiler import sample_networks
 from hwnas.latency.timing import NETWORK_TIMING, Progress, measure_networks, network_ms
 from hwnas.models.spaces.base import get_space
 
@@ -40,7 +40,7 @@ def measure_end_to_end(profile: Profile, arch, backend=None) -> float:
     space = get_space(profile.space)
     if isinstance(arch, str):
         arch = space.parse(arch)
-    require_profiled_device(profile)
+    profile.check(host=True)
     m = measure_networks(space, [arch], backend or backend_for(profile))[0]
     return network_ms(m) / profile.batch
 
@@ -86,10 +86,10 @@ def validate(profile: Profile, samples: int = 50, seed: int = 1, plot: str | Non
              on_progress: Progress | None = None) -> dict:
     """Measure ``samples`` fresh random networks end to end and compare with the predictions
     (``on_progress(done, total, what)`` is called as networks are measured)."""
+    profile.check(host=True)  # before anything is sampled or built
     if samples < 1:
         raise HwnasError(f"--samples must be at least 1, got {samples}")
     space = get_space(profile.space)
-    require_profiled_device(profile)
     predictor = Predictor(profile)
     backend = backend_for(profile)
     calibrated_on = {n["arch"] for n in profile.calibration.get("networks", [])}

@@ -54,9 +54,9 @@ def points(space_name: str, profile: str | None = None, dataset: str = "cifar10"
 def measure(space, structures, profile: str | None, x: str) -> np.ndarray:
     if x == "latency":
         from hwnas.latency.predictor import Predictor
-        from hwnas.search.evolution import load_profile
+        from hwnas.latency.profile import Profile
 
-        predictor = Predictor(load_profile(profile, space))
+        predictor = Predictor(Profile.for_space(space, profile))
         return predictor.predict_many([space.parse(s) for s in structures])
     counts = [space.counts(space.parse(s)) for s in structures]
     return np.array([(c.flops if x == "flops" else c.params) / 1e6 for c in counts])

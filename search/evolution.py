@@ -230,21 +230,6 @@ class _Done:
 # --------------------------------------------------------------------------- setup
 
 
-def load_profile(name: str | None, space) -> Any:
-    """The latency profile for a search on ``space``; ProfileError when it does not fit."""
-    from hwnas.latency.profile import Profile, default_profile_name
-
-    prof = Profile.load(name if name else default_profile_name(space.name))
-    if prof.space != space.name:
-        raise ProfileError(f"profile {prof.name!r} was measured on space "
-                           f"{prof.space!r}; the search runs on {space.name!r} (pass --space {prof.space} "
-                           f"or a profile of {space.name})")
-    if int(prof.resolution) != int(space.resolution):
-        raise ProfileError(f"profile {prof.name!r} resolution {prof.resolution} does not match the space's "
-                           f"{space.resolution}; expected a profile measured at {space.resolution}x{space.resolution}")
-    return prof
-
-
 def smallest_network(space):
     """The smallest network of the space: the narrowest form of a structure space's
     initial network (every width 8, every L = 1), an all-``none`` cell; None if unknown."""
@@ -301,11 +286,9 @@ def prepare(config: SearchConfig, latency_batch: int | None = None) -> Prepared:
     profile = predictor = None
     if budgets.latency_ms is not None or config.profile is not None:
         from hwnas.latency.predictor import Predictor
+        from hwnas.latency.profile import Profile
 
-        profile = load_profile(config.profile, space)
-        if latency_batch is not None and int(latency_batch) != int(profile.batch):
-            raise ProfileError(f"profile was measured at batch {profile.batch}, the search asks for latency at "
-                               f"batch {latency_batch}; expected a profile measured at batch {latency_batch}")
+        profile = Profile.for_space(space, config.profile, batch=latency_batch)
         predictor = Predictor(profile)
     checker = BudgetChecker(space, budgets, predictor)
 
@@ -685,6 +668,7 @@ def measure_best(out: str | Path, profile: str | None = None) -> dict:
     import json
 
     from hwnas.latency.predictor import Predictor
+    from hwnas.latency.profile import Profile
     from hwnas.latency.validate import measure_end_to_end
     from hwnas.models.spaces.base import get_space
 
@@ -693,7 +677,7 @@ def measure_best(out: str | Path, profile: str | None = None) -> dict:
     config = json.loads((out / "config.json").read_text())
     space = get_space(config["space"])
     info = config.get("profile_info") or {}
-    prof = load_profile(profile or info.get("path") or config.get("profile"), space)
+    prof = Profile.for_space(space, profile or info.get("path") or config.get("profile"))
     arch = space.parse(summary["best_structure"])
     predicted = float(Predictor(prof).predict_ms(arch))
     measured = float(measure_end_to_end(prof, arch))

@@ -131,12 +131,12 @@ def _tensorrt_missing() -> str | None:
 @pytest.mark.gpu
 @pytest.mark.skipif(_tensorrt_missing() is not None, reason=f"needs TensorRT and an NVIDIA GPU: {_tensorrt_missing()}")
 def test_check_times_a_tensorrt_engine_like_every_network(tmp_path, capsys):
-    from hwnas.latency.device import current_device_name
+    import torch
 
     settings = {"device": "cuda", "precision": "fp16", "batch": 8}
     profile = tmp_path / "trt"
     predicted = _profile(profile, batch=8, precision="fp16", backend="tensorrt", settings=settings,
-                         device={"kind": "gpu", "name": current_device_name(settings)})
+                         device={"kind": "gpu", "name": torch.cuda.get_device_name()})
     out = tmp_path / "engine"
     code, _, _ = _run(["deploy", TINY, "--space", "cifar32", "--format", "tensorrt", "--precision", "fp16",
                        "--batch", "8", "--dynamic-batch", "--timing-cache", str(tmp_path / "cache"), "--out",

@@ -96,3 +96,95 @@ def test_defaults_and_listing():
         default_profile_name("no-such-space")
     for row in list_profiles():  # every shipped profile loads and checks
         assert Profile.load(row["name"]).space == row["space"]
+
+
+# A fixed host, so that what fits does not depend on the machine running the tests.
+HOST = {"kind": "cpu", "name": "Test CPU 9000", "logical_cores": 8, "usable_cores": 4,
+        "simd": ["fma", "avx2", "avx_vnni"],
+        "isa_checked": ["fma", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile",
+                        "amx_int8", "amx_bf16"]}
+
+
+@pytest.fixture
+def host(monkeypatch):
+    from hwnas.latency import device
+
+    monkeypatch.setattr(device, "cpu_info", lambda: dict(HOST))
+    monkeypatch.setattr(device, "library_versions", lambda: {"onnxruntime": "1.0"})
+
+
+def _on(device, threads=1, ort="1.0"):
+    p = _profile()
+    p.metadata.update(device=device, versions={"onnxruntime": ort})
+    p.metadata["settings"]["threads"] = threads
+    return p
+
+
+def test_same_cpu_fits_and_older_metadata_compares_what_it_recorded(host):
+    from hwnas.latency.device import host_differences
+
+    assert host_differences(_on(dict(HOST)).metadata) == []
+    # recorded before "isa_checked": only the flags looked for then count (avx_vnni was not among them)
+    old = {"kind": "cpu", "name": HOST["name"], "simd": ["fma", "avx2"]}
+    assert host_differences(_on(old).metadata) == []
+    assert host_differences(_on({"kind": "cpu", "name": HOST["name"]}).metadata) == []  # no ISA recorded at all
+
+
+def test_same_model_string_other_isa_is_another_device(host):
+    from hwnas.latency.device import host_differences
+
+    avx512 = {**HOST, "simd": ["fma", "avx2", "avx512f", "avx512_vnni"]}
+    assert host_differences(_on(avx512).metadata) == [
+        "this machine lacks avx512f, avx512_vnni", "this machine has avx_vnni, the profiled CPU did not"]
+
+
+def test_check_names_every_difference_in_one_line_with_what_to_do(host):
+    from hwnas.models.spaces.base import get_space
+
+    p = _on({**HOST, "name": "Other CPU", "logical_cores": 2, "simd": ["fma", "avx2", "avx512f", "avx_vnni"]},
+            threads=6, ort="0.9")
+    with pytest.raises(ProfileError) as err:
+        p.check(space=get_space("cifar32"), batch=8, host=True)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("profile toy does not fit: ")
+    for part in ("space 'nb201'", "pass --space nb201", "batch 1, latency is asked at batch 8",
+                 "measured on Other CPU (2 cores, fma avx2 avx512f avx_vnni)", "this machine has Test CPU 9000",
+                 "8 cores, not 2", "lacks avx512f", "6 threads, this machine may use 4 cores",
+                 "onnxruntime 0.9, this machine has onnxruntime 1.0", "cannot be measured here",
+                 "profile-device --cpu --backend onnxruntime --threads 6 --batch 1 --space nb201 "
+                 "--out local-profiles/ort-cpu6-b1-nb201"):
+        assert part in message, part
+    p.check(space=get_space("nb201"), batch=1)  # without host, the device is not asked about
+    with pytest.raises(ProfileError, match="cannot be re-measured here"):
+        p.check(host=True, doing="re-measured")
+
+
+def test_for_space_loads_the_spaces_default_and_checks_it():
+    from hwnas.models.spaces.base import get_space
+
+    assert Profile.for_space(get_space("nb201")).name == default_profile_name("nb201")
+    with pytest.raises(ProfileError, match="pass --space imagenet224"):
+        Profile.for_space(get_space("nb201"), default_profile_name("imagenet224"))
+
+
+def test_names_and_per_device_defaults():
+    from hwnas.latency.device import default_settings
+    from hwnas.latency.profile import profile_name
+
+    cpu = default_settings("cpu", "onnxruntime", threads=2)
+    assert cpu == {"device": "cpu", "precision": "fp32", "batch": 1, "threads": 2}
+    gpu = default_settings("cuda", "torch")
+    assert gpu == {"device": "cuda", "precision": "fp16", "batch": 64, "cuda_graphs": False}
+    assert profile_name("onnxruntime", cpu, "cifar32") == "ort-cpu2-b1-cifar32"
+    assert profile_name("tensorrt", default_settings("cuda", "tensorrt"), "imagenet224", "Tesla V100") == \
+        "trt-teslav100-fp16-b64-imagenet224"
+
+
+def test_listing_says_which_device_and_whether_it_fits_here():
+    from hwnas.latency.device import host_differences
+
+    for row in list_profiles():
+        meta = Profile.load(row["name"]).metadata
+        assert (row["device"], row["isa"], row["threads"]) == (meta["device"]["name"], meta["device"]["simd"],
+                                                               meta["settings"]["threads"])
+        assert row["host_differences"] == host_differences(meta) and row["fits_host"] == (not host_differences(meta))

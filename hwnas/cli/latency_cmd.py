@@ -31,15 +31,6 @@ def _load_arch(space, value: str):
     return space.parse(text)
 
 
-def _default_name(backend: str, device: str, gpu: str | None, precision: str, batch: int, threads: int,
-                  space: str) -> str:
-    short = {"onnxruntime": "ort", "tensorrt": "trt", "torch": "torch"}[backend]
-    if device == "cpu":
-        return f"{short}-cpu{threads}-b{batch}-{space}"
-    slug = "".join(ch for ch in (gpu or "gpu").lower() if ch.isalnum())
-    return f"{short}-{slug}-{precision}-b{batch}-{space}"
-
-
 def _progress_bar(disabled: bool):
     """An ``on_progress(done, total, what)`` callback drawing one tqdm bar per ``what`` on stderr (None: none)."""
     if disabled:
@@ -101,7 +92,8 @@ def profile_device_cmd(use_cpu, gpu, backend, precision, batch, threads, space, 
       profile-device --gpu v100 --backend tensorrt --precision fp16 --batch 64 --space imagenet224
     """
     from hwnas.errors import HwnasError
-    from hwnas.latency.device import require_gpu
+    from hwnas.latency.device import default_settings, require_gpu
+    from hwnas.latency.profile import profile_name
     from hwnas.latency.profiler import profile_device
 
     if use_cpu and gpu:
@@ -111,14 +103,8 @@ def profile_device_cmd(use_cpu, gpu, backend, precision, batch, threads, space, 
     device = "cuda" if gpu else "cpu"
     if backend == "tensorrt" and device == "cpu":
         raise HwnasError("the tensorrt backend needs --gpu NAME")
-    precision = precision or ("fp16" if device == "cuda" else "fp32")
-    batch = batch or (64 if device == "cuda" else 1)
-    settings = {"device": device, "precision": precision, "batch": batch}
-    if device == "cpu":
-        settings["threads"] = threads
-    if backend == "torch":
-        settings["cuda_graphs"] = cuda_graphs
-    name = _default_name(backend, device, gpu, precision, batch, threads, space)
+    settings = default_settings(device, backend, precision, batch, threads, cuda_graphs)
+    name = profile_name(backend, settings, space, gpu)
     out = Path(out or Path("profiles") / name)
     profile = profile_device(space, backend, settings, out, grid=grid, networks=networks, seed=seed,
                              max_minutes=max_minutes, gpu=gpu, on_progress=_progress_bar(no_progress), name=out.name)
@@ -270,7 +256,8 @@ def profiles_group() -> None:
 @profiles_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def profiles_list_cmd(as_json) -> None:
-    """Profiles shipped with hwnas (the default is marked).
+    """Profiles shipped with hwnas: the device each describes and whether it fits this machine (the default is
+    marked *). A profile that does not fit still predicts for its device; only measuring needs that device.
 
     \b
     Example:
@@ -285,9 +272,10 @@ def profiles_list_cmd(as_json) -> None:
     if not rows:
         click.echo("no shipped profiles")
         return
-    echo_table([{**r, "default": "*" if r["default"] else ""} for r in rows],
-               ["name", "default", "space", "backend", "device", "precision", "batch", "threads", "parts",
-                "calibration", "date"])
+    echo_table([{**r, "default": "*" if r["default"] else "", "isa": " ".join(r["isa"] or ()),
+                 "fits_host": "yes" if r["fits_host"] else "no: " + "; ".join(r["host_differences"])} for r in rows],
+               ["name", "default", "space", "device", "cores", "isa", "runtime", "threads", "batch", "precision",
+                "source", "fits_host"])
 
 
 commands = [profile_device_cmd, latency_group, profiles_group]

@@ -70,7 +70,9 @@ def _initial(value: str | None) -> str | None:
               help="Output folder.")
 @click.option("--resume", is_flag=True, help="Continue the search checkpointed in --out.")
 @click.option("--checkpoint-every", type=float, default=60.0, show_default=True, help="Seconds between checkpoints.")
-@click.option("--measure", is_flag=True, help="Measure the best network end to end with the profile's backend.")
+@click.option("--measure", type=click.Choice(["yes", "auto"]), is_flag=False, flag_value="yes", default=None,
+              help="Measure the best network end to end with the profile's backend; refused before the search "
+              "unless this machine is the profile's device. '--measure auto': measure where it is, else say so.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def search_command(latency_ms, flops, params, max_layers, rho_max, profile, space, population, iterations, proxy,
@@ -100,12 +102,24 @@ def search_command(latency_ms, flops, params, max_layers, rho_max, profile, spac
                                          max_layers=max_layers, rho_max=rho_max),
         profile=profile, initial=_initial(initial), early_batch=early_batch, early_margin=early_margin,
         checkpoint_every_s=checkpoint_every)
+    not_measured = None
+    if measure:
+        from hwnas.errors import ProfileError
+        from hwnas.latency.profile import Profile
+        from hwnas.models.spaces.base import get_space
+
+        try:  # before the search: it is the profile's device or no measurement can follow
+            Profile.for_space(get_space(space), profile).check(host=True)
+        except ProfileError as err:
+            if measure == "yes":
+                raise
+            not_measured = f"searched with the profile's predictions; not measured on this machine: {err}"
     summary = search(config, out, resume=resume, progress=not no_progress, latency_batch=latency_batch,
                      ray_address=ray_address)
-    if measure:
+    if measure and not not_measured:
         summary = measure_best(out, profile)
     if as_json:
-        echo_json(summary)
+        echo_json({**summary, "not_measured": not_measured} if not_measured else summary)
         return
     click.echo(f"best: {summary['best_structure']}")
     rows = [{"field": k, "value": summary.get(k)} for k in
@@ -115,6 +129,8 @@ def search_command(latency_ms, flops, params, max_layers, rho_max, profile, spac
         rows += [{"field": k, "value": summary[k]} for k in ("predicted_ms", "measured_ms", "prediction_error_pct")]
     echo_table(rows, ["field", "value"])
     click.echo(f"results in {out}")
+    if not_measured:
+        click.echo(not_measured)
 
 
 @click.command("tune")

@@ -1,0 +1,130 @@
+"""Every command that measures on this machine refuses, in one line and before any work, a profile whose device is
+not this machine; `search --measure auto` (the demo's path) searches anyway and says why it did not measure.
+
+The foreign profile is a shipped one re-saved (so its hash is valid) with this machine's identity except one ISA
+extension: the same CPU model string with another ISA is another device.
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from hwnas.cli.main import main
+from hwnas.latency.device import cpu_info, library_versions
+from hwnas.latency.profile import Profile
+
+SHIPPED = "ort-cpu1-b1-cifar32"
+FLAG = "avx512f"  # toggled: present on one of the two devices only
+
+
+def _copy(dest, device: dict):
+    profile = Profile.load(SHIPPED)
+    profile.metadata["device"] = device
+    profile.metadata["versions"] = {**profile.metadata["versions"], **library_versions()}
+    profile.save(dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def foreign(tmp_path_factory):
+    here = cpu_info()
+    simd = [f for f in here["simd"] if f != FLAG] if FLAG in here["simd"] else [*here["simd"], FLAG]
+    return _copy(tmp_path_factory.mktemp("foreign") / "p", {**here, "simd": simd})
+
+
+@pytest.fixture
+def run(capsys):
+    def call(*args):
+        with pytest.raises(SystemExit) as exc:
+            main(list(args))
+        out = capsys.readouterr()
+        return SimpleNamespace(code=exc.value.code, out=out.out, err=out.err)
+
+    return call
+
+
+def _no_work(*_args, **_kwargs):
+    raise AssertionError("work started before the profile was checked against this machine")
+
+
+def _refused_in_one_line(r, doing="measured"):
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+    assert "Traceback" not in r.err and FLAG in r.err
+    assert f"cannot be {doing} here" in r.err and "profile-device --cpu --backend onnxruntime" in r.err
+
+
+def test_the_foreign_copy_differs_only_by_its_isa(foreign):
+    from hwnas.latency.device import host_differences
+
+    expected = (f"this machine has {FLAG}, the profiled CPU did not" if FLAG in cpu_info()["simd"]
+                else f"this machine lacks {FLAG}")
+    assert host_differences(Profile.load(foreign).metadata) == [expected]
+
+
+def test_search_measure_refuses_before_searching(foreign, run, tmp_path, monkeypatch):
+    from hwnas.search import evolution
+
+    monkeypatch.setattr(evolution, "search", _no_work)
+    r = run("search", "--space", "cifar32", "--latency-ms", "5", "--profile", str(foreign), "--out",
+            str(tmp_path / "run"), "--measure")
+    _refused_in_one_line(r)
+    assert not (tmp_path / "run").exists()
+
+
+def test_validate_refuses_before_sampling(foreign, run, monkeypatch):
+    from hwnas.latency import validate
+
+    monkeypatch.setattr(validate, "sample_networks", _no_work)
+    monkeypatch.setattr(validate, "measure_networks", _no_work)
+    _refused_in_one_line(run("latency", "validate", "--profile", str(foreign), "--samples", "2"))
+
+
+@pytest.mark.parametrize("more", [[], ["--networks", "5"]])
+def test_recalibrate_remeasure_refuses_before_sampling(foreign, run, monkeypatch, more):
+    from hwnas.latency import profiler
+
+    monkeypatch.setattr(profiler, "sample_networks", _no_work)
+    monkeypatch.setattr(profiler, "measure_networks", _no_work)
+    before = Profile.load(foreign).hash
+    _refused_in_one_line(run("latency", "recalibrate", "--profile", str(foreign), "--remeasure", *more),
+                         "re-measured")
+    assert Profile.load(foreign).hash == before
+
+
+def test_deploy_check_refuses_a_foreign_profile(foreign, run, tmp_path):
+    from hwnas.models.spaces.base import get_space
+
+    space = get_space("cifar32")
+    r = run("deploy", "export", space.format(space.initial()), "--space", "cifar32", "--batch", "1", "--out",
+            str(tmp_path / "dep"))
+    assert r.code in (0, None), r.err
+    r = run("deploy", "check", str(tmp_path / "dep"), "--profile", str(foreign))
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and FLAG in r.err
+
+
+def test_demo_path_searches_for_a_foreign_profile_and_says_it_did_not_measure(foreign, run, tmp_path):
+    r = run("search", "--space", "cifar32", "--latency-ms", "5", "--population", "4", "--iterations", "3",
+            "--batch-size", "2", "--profile", str(foreign), "--out", str(tmp_path / "run"), "--measure", "auto",
+            "--no-progress")
+    assert r.code in (0, None), r.err
+    last = r.out.strip().splitlines()[-1]
+    assert last.startswith("searched with the profile's predictions; not measured on this machine:")
+    assert FLAG in last and "profile-device --cpu" in last
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["best_structure"] and "measured_ms" not in summary
+
+
+def test_demo_path_measures_on_the_profiles_own_device(run, tmp_path):
+    here = _copy(tmp_path / "here", cpu_info())
+    r = run("search", "--space", "cifar32", "--latency-ms", "5", "--population", "4", "--iterations", "3",
+            "--batch-size", "2", "--profile", str(here), "--out", str(tmp_path / "run"), "--measure", "auto",
+            "--no-progress", "--json")
+    assert r.code in (0, None), r.err
+    summary = json.loads(r.out)
+    assert summary["measured_ms"] > 0 and "not_measured" not in summary
+    assert summary["prediction_error_pct"] == pytest.approx(100 * (summary["predicted_ms"] / summary["measured_ms"]
+                                                                   - 1), rel=1e-9)
+
