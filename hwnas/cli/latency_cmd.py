@@ -200,6 +200,9 @@ def validate_cmd(profile_name, samples, seed, plot, published, no_progress, as_j
     if as_json:
         echo_json(result)
         return
+    if published:
+        echo_table(result["networks"], ["name", "published_ms", "predicted_ms", "ratio", "note"])
+        click.echo(result["note"])
     keys = ["profile", "n", "mape", "within_5pct", "within_10pct", "spearman", "kendall", "max_abs_error_pct"]
     echo_table([{k: result.get(k) for k in keys}], keys)
 
@@ -269,6 +272,50 @@ def profiles_list_cmd(as_json) -> None:
     echo_table([{**r, "default": "*" if r["default"] else ""} for r in rows],
                ["name", "default", "space", "backend", "device", "precision", "batch", "threads", "parts",
                 "calibration", "date"])
+
+
+@profiles_group.command("import")
+@click.argument("source")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True,
+              help="Precision of the published table.")
+@click.option("--batch", type=click.IntRange(1, 4096), default=64, show_default=True, help="Batch size to import.")
+@click.option("--space", default="imagenet224", show_default=True, help="Search space the profile is for.")
+@click.option("--convention", type=click.Choice(["tensorrt", "zennas"]), default="tensorrt", show_default=True,
+              help="tensorrt: the published TensorRT times as they are; zennas: calibrated on the ZenNet zoo's "
+                   "published V100 latencies (ZenNAS's latency unit).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Profile folder to write [profiles/<name>]; must not hold a profile yet.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def profiles_import_cmd(source, path, precision, batch, space, convention, out, as_json) -> None:
+    """Import published measurements of a device as a profile (provenance in its metadata).
+
+    \b
+    Example:
+      hwnas profiles import tinynas conv_data.out.fp16 --precision fp16 --batch 64 --space imagenet224
+      hwnas profiles import tinynas conv_data.out.fp16 --convention zennas --out profiles/zennas-v100
+    """
+    from hwnas.errors import ProfileError
+    from hwnas.latency.sources import get_source, save_imported
+
+    build = get_source(source)
+    if out is not None and (Path(out) / "metadata.json").exists():
+        raise ProfileError(f"{out} already holds a profile; choose another --out")
+    profile = build(path, precision=precision, batch=batch, space=space, convention=convention)
+    target = save_imported(profile, Path(out) if out else Path("profiles") / profile.name, path)
+    src = profile.metadata["source"]
+    summary = {"profile": str(target), "name": profile.name, "parts": len(profile.table), "device":
+               profile.metadata["device"]["name"], "backend": profile.backend, "precision": profile.precision,
+               "batch": profile.batch, "calibration": profile.calibration.get("form") or "none (plain sum)",
+               "source": f"{src['repository']}@{src['commit'][:8]} {src['file']} ({src['license']})"}
+    if as_json:
+        echo_json({**summary, "holdout": src["holdout"]})
+    else:
+        echo_table([summary], list(summary))
+        hold = src["holdout"]
+        echo_table([{"left out": k, **{c: hold[k][c] for c in ("n", "median_abs_pct", "p90_abs_pct", "within_10pct")}}
+                    for k in ("size", "size_large", "widths", "widths_large")],
+                   ["left out", "n", "median_abs_pct", "p90_abs_pct", "within_10pct"])
 
 
 commands = [profile_device_cmd, latency_group, profiles_group]
