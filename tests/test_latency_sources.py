@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from hwnas.errors import ProfileError
 from hwnas.latency.profile import Profile, shipped_dir
-from hwnas.latency.sources import get_source, save_imported, source_names
+from hwnas.latency.sources import get_source, import_profile, save_imported, source_names
 from hwnas.latency.sources.tinynas import at_size, read_table
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "tinynas-v100"
@@ -102,6 +102,8 @@ def test_import_of_a_power_law_predicts_off_grid_sizes_exactly(tmp_path):
 def test_import_refuses_bad_options_and_a_missing_license(tmp_path):
     path = _power_law_table(tmp_path)
     build = get_source("tinynas")
+    with pytest.raises(ProfileError, match="takes no option --device; its options: --precision"):
+        import_profile("tinynas", path, device="pixel3")
     with pytest.raises(ProfileError, match="batch 7 was not published"):
         build(path, batch=7)
     with pytest.raises(ProfileError, match="no unfused rows at batch 32"):
@@ -192,3 +194,30 @@ def test_cli_import_writes_a_profile_and_refuses_to_overwrite(tmp_path):
     result = runner.invoke(cli, ["profiles", "import", "tinynas", str(path), "--out", str(out)])
     assert result.exit_code != 0 and "already holds a profile" in str(result.exception or result.output)
     assert (out / "metadata.json").read_bytes() == (tmp_path / "keep.json").read_bytes()
+
+
+HWNB = REFERENCE.parent / "hw-nas-bench"
+
+
+@pytest.mark.skipif(not HWNB.is_dir(), reason="../shared/reference/hw-nas-bench is not here")
+def test_hwnasbench_profile_looks_cells_up_and_never_accepts_rejected_ones(tmp_path):
+    """Every cell's prediction is its published figure (read here straight from the CSV); Edge TPU cells the
+    compiler rejected (-1) are infinite."""
+    from hwnas.latency.predictor import Predictor
+    from hwnas.models.spaces.base import get_space
+
+    csv = pd.read_csv(HWNB / "latency.csv")
+    space = get_space("nb201")
+    cells = [space.parse(a) for a in csv.arch[:300]]
+    for device in ("pixel3", "edgetpu"):
+        profile = import_profile("hw-nas-bench", HWNB / "latency.csv", device=device, dataset="cifar10")
+        assert profile.metadata["source"]["license"] == "MIT"
+        loaded = Profile.load(save_imported(profile, tmp_path / device, HWNB / "latency.csv"))
+        predicted = Predictor(loaded).predict_many(cells)
+        published = csv[f"cifar10_{device}_latency_ms"].to_numpy()[:300]
+        ok = published > 0
+        np.testing.assert_allclose(predicted[ok], published[ok], rtol=1e-12)
+        assert np.isinf(predicted[~ok]).all()
+        assert (device == "edgetpu") == bool((~ok).any())
+    with pytest.raises(ProfileError, match="unknown HW-NAS-Bench device"):
+        import_profile("hw-nas-bench", HWNB / "latency.csv", device="tpu9")

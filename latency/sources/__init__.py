@@ -5,13 +5,14 @@ function takes the published file and its options and returns a :class:`~hwnas.l
 whose metadata says where its numbers came from (``metadata["source"]``). Modules are discovered, so a new
 source is one new file.
 
-    from hwnas.latency.sources import get_source
-    profile = get_source("tinynas")("conv_data.out.fp16", precision="fp16", batch=64, space="imagenet224")
+    from hwnas.latency.sources import import_profile
+    profile = import_profile("tinynas", "conv_data.out.fp16", precision="fp16", batch=64, space="imagenet224")
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 import shutil
 from pathlib import Path
@@ -49,6 +50,18 @@ def get_source(name: str) -> Callable:
         return _SOURCES[name]
     except KeyError:
         raise ProfileError(f"unknown profile source {name!r}; expected one of: {', '.join(sorted(_SOURCES))}") from None
+
+
+def import_profile(name: str, path: str | Path, **options) -> Profile:
+    """A profile built by source ``name`` from the published file ``path``; options the source does not take
+    are refused, naming those it does."""
+    build = get_source(name)
+    accepted = [p for p in inspect.signature(build).parameters if p != "path"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ProfileError(f"source {name!r} takes no option {', '.join('--' + u for u in unknown)}; its options: "
+                           f"{', '.join('--' + a for a in accepted)}")
+    return build(path, **options)
 
 
 def license_files(path: str | Path) -> list[str]:
