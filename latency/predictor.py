@@ -633,6 +633,9 @@ class Predictor:
                 raise ProfileError(f"profile {profile.name}: calibrated with graph features but has no graph table")
             self._graph = GraphFeatures(self.space, profile.graph, cal.get("graph_ops"))
         self._arch_cache: dict = {}
+        from hwnas.latency.sources.hwnasbench import network_table
+
+        self._networks = network_table(profile)  # a profile of whole networks: looked up, not summed
         # Structure spaces get a per-block fast path (see _rows_of): the terms of every (block, input
         # size) seen, and of every head, one row each, kept as an array (batches) and as flat floats (one at a
         # time); the batch path also finds blocks by identity (see _structure_features_many).
@@ -673,6 +676,8 @@ class Predictor:
         (ms), boundary MB, number of parts, misaligned ms, weight MB, sum of squared boundary MB."""
         if isinstance(arch, str):
             arch = self.space.parse(arch)
+        if self._networks is not None:  # one whole network, looked up
+            return self.predict_batch_ms(arch), 0.0, 1, 0.0, 0.0, 0.0
         if self._structure_space and isinstance(arch, Structure):
             return self._structure_features(arch)
         return self._part_terms(self.space.parts(arch))
@@ -1007,6 +1012,8 @@ class Predictor:
 
     def predict_batch_ms(self, arch) -> float:
         """Calibrated time of one batch of the profile's batch size, in ms."""
+        if self._networks is not None:
+            return self._networks.get(self.space.format(arch), math.inf)
         if self._structure_space and isinstance(arch, Structure):
             rows = self._rows_of((arch,))[0]  # (may start the cache over: read the row times after it)
             return self._calibrated(sum(map(self._row_times.__getitem__, rows)))
@@ -1026,6 +1033,8 @@ class Predictor:
         """Per-image latency (ms) of many architectures; Zen-NAS structures are predicted as one batch
         (their new blocks computed together), which is much faster than one at a time."""
         archs = list(archs)
+        if self._networks is not None:
+            return np.array([self.predict_batch_ms(a) for a in archs], dtype=float) / self.batch
         if self._structure_space and all(map(isinstance, archs, repeat(Structure))):
             return self._predict_many_batch_ms(archs) / self.batch
         return np.fromiter((self.predict_batch_ms(a) for a in archs), dtype=float, count=len(archs)) / self.batch

@@ -115,8 +115,15 @@ def validate(profile: Profile, samples: int = 50, seed: int = 1, plot: str | Non
     return result
 
 
+PUBLISHED_NOTE = ("published figures: ZenNAS's V100 FP16 batch-64 latencies per image, timed in PyTorch and "
+                  "named by their budgets (rounded)")
+
+
 def published(profile: Profile, plot: str | None = None) -> dict:
-    """Predicted vs published V100 FP16 batch-64 latency for every zoo network of the profile's space."""
+    """Predicted vs published V100 FP16 batch-64 latency for every zoo network of the profile's space.
+
+    Networks with SE are listed but not predicted when the profile has no SE part (the structure string does not
+    carry SE, so a prediction would silently leave it out)."""
     device = str(profile.metadata.get("device", {}).get("name", ""))
     problems = []
     if "v100" not in device.lower():
@@ -131,17 +138,26 @@ def published(profile: Profile, plot: str | None = None) -> dict:
     from hwnas.models import zoo
 
     predictor = Predictor(profile)
+    has_se = bool((profile.table.op == "se").any())
     rows = []
     for model in zoo.models().values():
         if model.latency_ms_v100_fp16_b64 is None or model.resolution != profile.resolution:
             continue
-        rows.append({"name": model.name, "published_ms": model.latency_ms_v100_fp16_b64,
-                     "predicted_ms": predictor.predict_ms(model.structure)})
-    if not rows:
-        raise ProfileError(f"no zoo network with a published latency at resolution {profile.resolution}")
-    pred = np.array([r["predicted_ms"] for r in rows])
-    pub = np.array([r["published_ms"] for r in rows])
-    result = {"profile": profile.name, **_metrics(pred, pub), "networks": rows}
+        row = {"name": model.name, "published_ms": model.latency_ms_v100_fp16_b64, "predicted_ms": None,
+               "ratio": None, "note": ""}
+        if model.use_se and not has_se:
+            row["note"] = "not predicted: has SE, which the profile's table lacks"
+        else:
+            row["predicted_ms"] = predictor.predict_ms(model.structure)
+            row["ratio"] = row["predicted_ms"] / row["published_ms"]
+        rows.append(row)
+    done = [r for r in rows if r["predicted_ms"] is not None]
+    if len(done) < 2:
+        raise ProfileError(f"fewer than two zoo networks with a published latency at resolution "
+                           f"{profile.resolution} can be predicted on {profile.name}")
+    pred = np.array([r["predicted_ms"] for r in done])
+    pub = np.array([r["published_ms"] for r in done])
+    result = {"profile": profile.name, **_metrics(pred, pub), "note": PUBLISHED_NOTE, "networks": rows}
     if plot:
         scatter_plot(pred, pub, plot, f"{profile.name} vs published", xlabel="published (ms/image)")
         result["plot"] = str(plot)

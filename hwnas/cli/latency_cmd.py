@@ -205,6 +205,9 @@ def validate_cmd(profile_name, samples, seed, plot, published, no_progress, as_j
     if as_json:
         echo_json(result)
         return
+    if published:
+        echo_table(result["networks"], ["name", "published_ms", "predicted_ms", "ratio", "note"])
+        click.echo(result["note"])
     keys = ["profile", "n", "mape", "within_5pct", "within_10pct", "spearman", "kendall", "max_abs_error_pct"]
     echo_table([{k: result.get(k) for k in keys}], keys)
 
@@ -276,6 +279,57 @@ def profiles_list_cmd(as_json) -> None:
                  "fits_host": "yes" if r["fits_host"] else "no: " + "; ".join(r["host_differences"])} for r in rows],
                ["name", "default", "space", "device", "cores", "isa", "runtime", "threads", "batch", "precision",
                 "source", "fits_host"])
+
+
+@profiles_group.command("import")
+@click.argument("source")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+              help="tinynas: precision of the published table [fp16].")
+@click.option("--batch", type=click.IntRange(1, 4096), default=None, help="tinynas: batch size to import [64].")
+@click.option("--space", default=None, help="tinynas: search space the profile is for [imagenet224].")
+@click.option("--convention", type=click.Choice(["tensorrt", "zennas"]), default=None,
+              help="tinynas: tensorrt, the published TensorRT times as they are [default]; zennas, calibrated on "
+                   "the ZenNet zoo's published V100 latencies (ZenNAS's latency unit).")
+@click.option("--device", default=None, help="hw-nas-bench: edgegpu, raspi4, edgetpu, pixel3, eyeriss or fpga.")
+@click.option("--dataset", default=None, help="hw-nas-bench: cifar10, cifar100 or imagenet16.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Profile folder to write [profiles/<name>]; must not hold a profile yet.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def profiles_import_cmd(source, path, out, as_json, **options) -> None:
+    """Import published measurements of a device as a profile (provenance in its metadata).
+
+    SOURCE is tinynas (Alibaba TinyNAS's V100 TensorRT convolution tables) or hw-nas-bench (HW-NAS-Bench's
+    NB201 cells on six edge devices). The source's LICENSE (and NOTICE) must lie beside PATH; they are copied
+    beside the profile.
+
+    \b
+    Example:
+      hwnas profiles import tinynas conv_data.out.fp16 --precision fp16 --batch 64 --space imagenet224
+      hwnas profiles import tinynas conv_data.out.fp16 --convention zennas --out profiles/zennas-v100
+      hwnas profiles import hw-nas-bench latency.csv --device pixel3 --dataset cifar10
+    """
+    from hwnas.errors import ProfileError
+    from hwnas.latency.sources import import_profile, save_imported
+
+    if out is not None and (Path(out) / "metadata.json").exists():
+        raise ProfileError(f"{out} already holds a profile; choose another --out")
+    profile = import_profile(source, path, **{k: v for k, v in options.items() if v is not None})
+    target = save_imported(profile, Path(out) if out else Path("profiles") / profile.name, path)
+    src = profile.metadata["source"]
+    summary = {"profile": str(target), "name": profile.name, "parts": len(profile.table), "device":
+               profile.metadata["device"]["name"], "backend": profile.backend, "precision": profile.precision,
+               "batch": profile.batch, "calibration": profile.calibration.get("form") or "none (plain sum)",
+               "source": f"{src['repository']}@{src['commit'][:8]} {src['file']} ({src['license']})"}
+    hold = src.get("holdout")
+    if as_json:
+        echo_json({**summary, "holdout": hold})
+        return
+    echo_table([summary], list(summary))
+    if hold:
+        columns = ["n", "median_abs_pct", "p90_abs_pct", "within_10pct"]
+        echo_table([{"left out": k, **{c: hold[k][c] for c in columns}}
+                    for k in ("size", "size_large", "widths", "widths_large")], ["left out", *columns])
 
 
 commands = [profile_device_cmd, latency_group, profiles_group]
