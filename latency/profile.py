@@ -87,6 +87,11 @@ def profile_command(metadata: dict) -> str:
 
 def _source(meta: dict) -> str:
     """Where a profile's numbers came from."""
+    src = meta.get("source")
+    if src and src.get("kind") == "imported":
+        calibrated = meta.get("calibration", {}).get("fitted_on")
+        return (f"imported: {src['measured_by']}, {src['repository']} ({src['license']})"
+                + (f"; calibrated on {calibrated.split(' (')[0]}" if calibrated else ""))
     minutes = meta.get("profiling_seconds")
     text = "measured by profile-device" + (f", {minutes / 60:.0f} min" if minutes else "")
     if meta.get("networks_remeasured"):
