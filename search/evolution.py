@@ -29,7 +29,6 @@ from the profile's table instead of live timing.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import math
 import os
 import random
@@ -245,26 +244,6 @@ def load_profile(name: str | None, space) -> Any:
     return prof
 
 
-def smallest_network(space):
-    """The smallest network of the space: the narrowest form of a structure space's
-    initial network (every width 8, every L = 1), an all-``none`` cell; None if unknown."""
-    smallest = getattr(space, "smallest", None)
-    if callable(smallest):
-        return smallest()
-    from hwnas.models.structure import Structure, chain
-
-    init = space.initial()
-    if isinstance(init, Structure):
-        from hwnas.models.spaces.zennas import MIN_WIDTH
-
-        return chain(b.with_(out_channels=MIN_WIDTH, sub_layers=1, mid=None if b.mid is None else MIN_WIDTH)
-                     for b in init.blocks)
-    ops = getattr(init, "ops", None)
-    if ops is not None:
-        return type(init)(("none",) * len(ops))
-    return None
-
-
 @dataclass
 class Prepared:
     space: Any
@@ -292,9 +271,9 @@ def prepare(config: SearchConfig, latency_batch: int | None = None) -> Prepared:
         rho_max = budgets.rho_max if budgets.rho_max is not None else config.proxy_options.get("rho_max", 0.5)
         budgets = replace(budgets, rho_max=rho_max)
         config = replace(config, budgets=budgets, proxy_options={**config.proxy_options, "rho_max": rho_max})
-    from hwnas.models.structure import Structure
+    from hwnas.models.spaces.base import StructureSpace
 
-    if budgets.latency_ms is not None and budgets.max_layers is None and isinstance(space.initial(), Structure):
+    if budgets.latency_ms is not None and budgets.max_layers is None and isinstance(space, StructureSpace):
         budgets = replace(budgets, max_layers=default_max_layers(budgets.latency_ms))
         config = replace(config, budgets=budgets)
 
@@ -309,14 +288,13 @@ def prepare(config: SearchConfig, latency_batch: int | None = None) -> Prepared:
         predictor = Predictor(profile)
     checker = BudgetChecker(space, budgets, predictor)
 
-    smallest = smallest_network(space)
+    smallest = space.smallest()
     # rho is not monotone in size (the narrowest network has the largest), so it is left out here.
     size_only = BudgetChecker(space, replace(budgets, rho_max=None), predictor)
-    if smallest is not None:
-        reason = size_only.violation(size_only.measure(smallest))
-        if reason is not None:
-            raise BudgetError(f"no network of space {space.name!r} meets the budgets: even its smallest "
-                              f"network has {reason}")
+    reason = size_only.violation(size_only.measure(smallest))
+    if reason is not None:
+        raise BudgetError(f"no network of space {space.name!r} meets the budgets: even its smallest "
+                          f"network has {reason}")
 
     if config.initial:
         initial = space.parse(config.initial)
@@ -324,7 +302,7 @@ def prepare(config: SearchConfig, latency_batch: int | None = None) -> Prepared:
         initial = space.initial()
         # The space's starting network is sized for ZenNAS's budgets; under a tighter budget
         # the search grows from its narrowest form instead (as space.sample does).
-        if smallest is not None and size_only.violation(size_only.measure(initial)) is not None:
+        if size_only.violation(size_only.measure(initial)) is not None:
             initial = smallest
     config = replace(config, initial=space.format(initial))
 
@@ -454,7 +432,7 @@ class Evolution:
         else:
             parent = self.space.parse(self.population[self.rng.randint(0, len(self.population) - 1)]["structure"])
             replaces = 2
-        child = _mutate(self.space, parent, self.rng, replaces)
+        child = self.space.mutate(parent, self.rng, num_blocks=replaces)
         return self.space.format(child), child
 
     def _outstanding(self) -> int:
@@ -641,13 +619,6 @@ def _metric_cols(m: Metrics | None) -> dict:
     return m.as_dict()
 
 
-def _mutate(space, arch, rng: random.Random, replaces: int):
-    """Mutate with the official number of replaced blocks where the space takes it."""
-    if replaces > 1 and "num_blocks" in inspect.signature(space.mutate).parameters:
-        return space.mutate(arch, rng, num_blocks=replaces)
-    return space.mutate(arch, rng)
-
-
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
@@ -682,18 +653,15 @@ def measure_best(out: str | Path, profile: str | None = None) -> dict:
 
     Adds ``measured_ms`` and the prediction's error next to ``latency_ms`` in summary.json.
     """
-    import json
-
     from hwnas.latency.predictor import Predictor
     from hwnas.latency.validate import measure_end_to_end
     from hwnas.models.spaces.base import get_space
+    from hwnas.search.runs import read_json, read_run
 
-    out = Path(out)
-    summary = json.loads((out / "summary.json").read_text())
-    config = json.loads((out / "config.json").read_text())
-    space = get_space(config["space"])
-    info = config.get("profile_info") or {}
-    prof = load_profile(profile or info.get("path") or config.get("profile"), space)
+    run = read_run(out)
+    summary = read_json(run.summary_path)
+    space = get_space(run.space)
+    prof = load_profile(profile or run.profile, space)
     arch = space.parse(summary["best_structure"])
     predicted = float(Predictor(prof).predict_ms(arch))
     measured = float(measure_end_to_end(prof, arch))
@@ -701,5 +669,5 @@ def measure_best(out: str | Path, profile: str | None = None) -> dict:
                     "prediction_error_pct": 100.0 * (predicted / measured - 1.0),
                     "measured_with": {"profile": prof.name, "backend": prof.backend, "batch": prof.batch,
                                       "hash": prof.hash}})
-    write_json(out / "summary.json", summary)
+    write_json(run.summary_path, summary)
     return summary

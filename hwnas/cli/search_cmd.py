@@ -23,15 +23,15 @@ def _proxy_options(items: tuple[str, ...], **named) -> dict:
     return options
 
 
-def _initial(value: str | None) -> str | None:
+def _initial(value: str | None, space: str) -> str | None:
+    """The text of --initial: a structure, @FILE (or FILE), a zoo name or a run folder, read in ``space``."""
     if value is None:
         return None
-    if value.startswith("@"):
-        try:
-            return open(value[1:]).read().strip()
-        except OSError as err:
-            raise HwnasError(f"--initial {value}: cannot read the file ({err.strerror})") from None
-    return value
+    from hwnas.cli.resolve import resolve_arch
+    from hwnas.models.structure import read_first_line
+
+    found = resolve_arch(read_first_line(value[1:]) if value.startswith("@") else value, space=space)
+    return found.space.format(found.arch)
 
 
 @click.command("search")
@@ -42,7 +42,8 @@ def _initial(value: str | None) -> str | None:
               "10/13/16/20/25/30 for 0.1/0.2/0.3/0.5/0.8/1.2 ms.")
 @click.option("--rho-max", type=float, help="Budget: effectiveness rho (default 0.5 with --proxy incorporated).")
 @click.option("--profile", help="Latency profile: a shipped name or a path (default: the shipped default profile).")
-@click.option("--space", default="imagenet224", show_default=True, help="Search space (hwnas models spaces).")
+@click.option("--space", default="imagenet224", show_default=True,
+              help="Search space (list them with: hwnas models spaces).")
 @click.option("--population", type=int, default=512, show_default=True, help="Population size N.")
 @click.option("--iterations", type=int, default=480_000, show_default=True, help="Iterations T.")
 @click.option("--proxy", default="zen", show_default=True, help="Zero-shot proxy (zen, incorporated, ...).")
@@ -54,7 +55,8 @@ def _initial(value: str | None) -> str | None:
 @click.option("--beta", type=float, help="Incorporated proxy: depth-variance penalty.")
 @click.option("--proxy-option", "proxy_option", multiple=True, metavar="KEY=VALUE",
               help="Any other proxy option (repeatable).")
-@click.option("--initial", help="Initial structure (text, or @FILE); default: the space's.")
+@click.option("--initial", help="Initial structure (text, @FILE, a zoo name or a search --out folder); default: "
+              "the space's.")
 @click.option("--early-batch", type=int, help="Early rejection: score a cheap estimate at this batch first "
               "(off by default; see docs/search.md).")
 @click.option("--early-margin", type=float, default=1.0, show_default=True,
@@ -98,7 +100,7 @@ def search_command(latency_ms, flops, params, max_layers, rho_max, profile, spac
         batch_size=batch_size, repeat=repeat, population=population, iterations=iterations, seed=seed,
         workers=workers, budgets=Budgets(latency_ms=latency_ms, flops=flops, params=params,
                                          max_layers=max_layers, rho_max=rho_max),
-        profile=profile, initial=_initial(initial), early_batch=early_batch, early_margin=early_margin,
+        profile=profile, initial=_initial(initial, space), early_batch=early_batch, early_margin=early_margin,
         checkpoint_every_s=checkpoint_every)
     summary = search(config, out, resume=resume, progress=not no_progress, latency_batch=latency_batch,
                      ray_address=ray_address)
