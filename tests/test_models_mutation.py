@@ -86,7 +86,7 @@ def test_a_thousand_mutants_parse_round_trip_build_and_count_exactly():
 
 def test_small_mutants_run_forward_with_counts_matching_the_flop_counter():
     small = sorted(dict.fromkeys(CIFAR_MUTANTS), key=lambda m: CIFAR.counts(m).flops)[:20]
-    space = dataclasses.replace(CIFAR, resolution=16)
+    space = CIFAR.with_input(resolution=16)
     for m in small:
         net = space.build(m).eval()
         counter = FlopCounterMode(display=False)

@@ -6,7 +6,7 @@ import ast
 
 import click
 
-from hwnas.cli.output import echo_json, echo_table
+from hwnas.cli.output import echo_json, echo_table, progress_bar
 from hwnas.errors import HwnasError
 
 _COMMON = [
@@ -182,9 +182,10 @@ def bench(space, dataset, proxy_list, sample, seed, proxy_seed, out, cache, no_c
     if specific:
         raise HwnasError("the benchmark runs every proxy with its defaults; proxy-specific options "
                          f"({', '.join(specific)}) are not accepted here")
-    result = run_bench(dataset, names, sample, seed, proxy_seed=proxy_seed, out=out,
-                       cache_dir=None if no_cache else (cache or default_cache_dir()),
-                       progress=not no_progress, **options)
+    with progress_bar(f"scoring {dataset}", "score", enabled=not no_progress) as progress:
+        result = run_bench(dataset, names, sample, seed, proxy_seed=proxy_seed, out=out,
+                           cache_dir=None if no_cache else (cache or default_cache_dir()), progress=progress,
+                           **options)
     if as_json:
         echo_json({"dataset": dataset, "sample": sample, "seed": seed, "note": INPUT_NOTE,
                    "summary": result.summary.to_dict(orient="records")})

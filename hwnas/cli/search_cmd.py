@@ -6,7 +6,7 @@ import json
 
 import click
 
-from hwnas.cli.output import echo_json, echo_table
+from hwnas.cli.output import echo_json, echo_table, progress_bar
 from hwnas.errors import HwnasError
 
 
@@ -102,8 +102,9 @@ def search_command(latency_ms, flops, params, max_layers, rho_max, profile, spac
                                          max_layers=max_layers, rho_max=rho_max),
         profile=profile, initial=_initial(initial, space), early_batch=early_batch, early_margin=early_margin,
         checkpoint_every_s=checkpoint_every)
-    summary = search(config, out, resume=resume, progress=not no_progress, latency_batch=latency_batch,
-                     ray_address=ray_address)
+    with progress_bar("search", "it", enabled=not no_progress) as progress:
+        summary = search(config, out, resume=resume, progress=progress, latency_batch=latency_batch,
+                         ray_address=ray_address)
     if measure:
         summary = measure_best(out, profile)
     if as_json:
