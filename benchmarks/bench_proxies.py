@@ -167,10 +167,9 @@ def main():
         if a.official:
             rows += time_official(a.official, a.repeats)
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(a.out).with_suffix(".tmp")
-        tmp.write_text(json.dumps({"env": env, "rows": rows}, indent=2))
-        os.replace(tmp, a.out)
+        from hwnas.atomic import atomic_write
+
+        atomic_write(a.out, lambda f: f.write(json.dumps({"env": env, "rows": rows}, indent=2)), binary=False)
 
 
 if __name__ == "__main__":

@@ -264,7 +264,7 @@ def main() -> None:
         for _ in range(2):  # interleaved repeats: the machine is shared
             result.setdefault("throughput", []).append(
                 scoring_throughput(None if a.skip_official else a.zennas_dir, a.throughput, 0))
-        (out / "search_bench.json").write_text(json.dumps(result, indent=1))
+        _save(out, result)
         print(json.dumps(result["throughput"], indent=1))
         return
     for seed in seeds:
@@ -282,12 +282,18 @@ def main() -> None:
             print(f"seed {seed}: hwnas k={k} early={early} {row['iterations_per_s']:.3f} it/s, to target "
                   f"{row.get('time_to_target_s')}", flush=True)
         result["runs"].append(entry)
-        (out / "search_bench.json").write_text(json.dumps(result, indent=1))
+        _save(out, result)
     result["latency_check"] = latency_check_cost(None if a.skip_official else a.zennas_dir,
                                                  a.latency_candidates, 0)
-    (out / "search_bench.json").write_text(json.dumps(result, indent=1))
+    _save(out, result)
     shutil.rmtree(work, ignore_errors=True)
     print_table(result)
+
+
+def _save(out: Path, result: dict) -> None:
+    from hwnas.atomic import atomic_write
+
+    atomic_write(out / "search_bench.json", lambda f: f.write(json.dumps(result, indent=1)), binary=False)
 
 
 def print_table(result: dict) -> None:

@@ -386,28 +386,3 @@ def search(config: SearchConfig, out: str | Path, *, resume: bool = False, progr
         raise HwnasError(f"--resume: {out} holds no checkpoint ({CHECKPOINT}); expected the --out of a started search")
     prepared = prepare(config, latency_batch=latency_batch)
     return Evolution(prepared, out, progress=progress, ray_address=ray_address).run(resume=resume)
-
-
-def measure_best(out: str | Path, profile: str | None = None) -> dict:
-    """Measure the best structure of a finished search end to end with its profile's backend.
-
-    Adds ``measured_ms`` and the prediction's error next to ``latency_ms`` in summary.json.
-    """
-    from hwnas.latency.predictor import Predictor
-    from hwnas.latency.validate import measure_end_to_end
-    from hwnas.models.spaces.base import get_space
-    from hwnas.search.runs import read_json, read_run
-
-    run = read_run(out)
-    summary = read_json(run.summary_path)
-    space = get_space(run.space)
-    prof = load_profile(profile or run.profile, space)
-    arch = space.parse(summary["best_structure"])
-    predicted = float(Predictor(prof).predict_ms(arch))
-    measured = float(measure_end_to_end(prof, arch))
-    summary.update({"predicted_ms": predicted, "measured_ms": measured,
-                    "prediction_error_pct": 100.0 * (predicted / measured - 1.0),
-                    "measured_with": {"profile": prof.name, "backend": prof.backend, "batch": prof.batch,
-                                      "hash": prof.hash}})
-    write_json(run.summary_path, summary)
-    return summary

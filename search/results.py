@@ -1,16 +1,18 @@
 """What a finished search writes: ``config.json``, the history, the population, ``best.txt`` and
-``summary.json`` (read back by :mod:`hwnas.search.runs`)."""
+``summary.json`` (read back by :mod:`hwnas.search.runs`); and the end-to-end measurement of its best
+network added to the summary afterwards."""
 
 from __future__ import annotations
 
 import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hwnas.errors import BudgetError
 from hwnas.search.budgets import Metrics
 from hwnas.search.checkpoint import write_json, write_parquet, write_text
-from hwnas.search.runs import BEST, CONFIG, SUMMARY
+from hwnas.search.runs import BEST, CONFIG, SUMMARY, read_json, read_run
 from hwnas.search.workers import Scorer
 
 if TYPE_CHECKING:
@@ -96,3 +98,28 @@ def metric_columns(m: Metrics | None) -> dict:
     if m is None:
         return {"latency_ms": None, "flops": None, "params": None, "layers": None, "rho": None}
     return m.as_dict()
+
+
+def measure_best(out: str | Path, profile: str | None = None) -> dict:
+    """Measure the best structure of a finished search end to end with its profile's backend.
+
+    Adds ``measured_ms`` and the prediction's error next to ``latency_ms`` in summary.json.
+    """
+    from hwnas.latency.predictor import Predictor
+    from hwnas.latency.validate import measure_end_to_end
+    from hwnas.models.spaces.base import get_space
+    from hwnas.search.evolution import load_profile
+
+    run = read_run(out)
+    summary = read_json(run.summary_path)
+    space = get_space(run.space)
+    prof = load_profile(profile or run.profile, space)
+    arch = space.parse(summary["best_structure"])
+    predicted = float(Predictor(prof).predict_ms(arch))
+    measured = float(measure_end_to_end(prof, arch))
+    summary.update({"predicted_ms": predicted, "measured_ms": measured,
+                    "prediction_error_pct": 100.0 * (predicted / measured - 1.0),
+                    "measured_with": {"profile": prof.name, "backend": prof.backend, "batch": prof.batch,
+                                      "hash": prof.hash}})
+    write_json(run.summary_path, summary)
+    return summary

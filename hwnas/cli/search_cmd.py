@@ -92,7 +92,8 @@ def search_command(latency_ms, flops, params, max_layers, rho_max, profile, spac
       search --resume --out runs/cpu8ms --latency-ms 8 --iterations 2000 --population 64
     """
     from hwnas.search.budgets import Budgets
-    from hwnas.search.evolution import SearchConfig, measure_best, search
+    from hwnas.search.evolution import SearchConfig, search
+    from hwnas.search.results import measure_best
 
     config = SearchConfig(
         space=space, proxy=proxy,
