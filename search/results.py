@@ -40,6 +40,7 @@ def config_record(evolution: Evolution) -> dict:
     record["python"] = sys.version.split()[0]
     return record
 
+
 def write_results(evolution: Evolution) -> dict:
     """Write history, population, best.txt and summary.json of a finished search; return the summary.
 

@@ -105,10 +105,9 @@ TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
                      "zennas-reference")
 
 
-@pytest.mark.skipif(not OFFICIAL, reason="ZENNAS_DIR (an official ZenNAS work tree) is not set")
-@pytest.mark.skipif(not (os.path.isdir(OFFICIAL) and os.path.isdir(TOOLS)),
-                    reason="ZENNAS_DIR is not a folder, or ../shared/tools/zennas-reference is not beside the "
-                           "repository")
+@pytest.mark.skipif(not (OFFICIAL and os.path.isdir(OFFICIAL) and os.path.isdir(TOOLS)),
+                    reason="needs ZENNAS_DIR set to an official ZenNAS work tree and "
+                           "../shared/tools/zennas-reference beside the repository")
 def test_matches_official_code_seed_by_seed():
     saved = list(sys.path)
     try:

@@ -69,7 +69,7 @@ def resolve_arch(value: str, *, space: str | None = None, resolution: int | None
     inputs: dict = {}
     path = None if _looks_like_arch(value) else _existing_path(value)
     folder = path is not None and path.is_dir()
-    if path is None and _looks_like_arch(value):
+    if _looks_like_arch(value):
         source, text, default = "string", value, _default_space(value)
     elif folder and (is_run(path) or not _names_zoo_model(value)):
         run = read_run(path)  # a folder that is no run is an error, unless the name is a zoo model's
