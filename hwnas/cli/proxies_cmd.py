@@ -84,16 +84,20 @@ def score(structure, proxy, file, nb201, space, seed, resolution, batch_size, re
       hwnas score --proxy incorporated --set transform=sqrt 'SuperConvK3BNRELU(3,32,2,1)SuperResK1K3K1(32,64,2,16,2)SuperConvK1BNRELU(64,512,1,1)'
       hwnas score --proxy 'synflow' --nb201 '|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|'
     """
-    from hwnas.cli.resolve import resolve_arch
+    from hwnas.cli.resolve import resolve_arch, resolve_text
     from hwnas.models.structure import read_first_line
     from hwnas.search.proxies.scoring import score_arch
 
     given = [x for x in (structure, file, nb201) if x]
     if len(given) != 1:
         raise HwnasError("give exactly one of STRUCTURE (or a zoo model name), --file F or --nb201 ARCH")
-    value = read_first_line(file) if file else given[0]
     # --resolution is the proxy's option (the size of its inputs), not the space's.
-    found = resolve_arch(value, space=space or ("nb201" if nb201 else None))
+    if nb201:
+        found = resolve_text(nb201, space=space or "nb201")
+    elif file:
+        found = resolve_text(read_first_line(file), source="file", space=space)
+    else:
+        found = resolve_arch(structure, space=space)
     info = score_arch(proxy, found.space, found.arch, model=found.model.name if found.model else None, seed=seed,
                       resolution=resolution, batch_size=batch_size, repeat=repeat, device=device, dtype=dtype,
                       **_specific(bn_term, se, settings))

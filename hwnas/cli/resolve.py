@@ -65,21 +65,19 @@ def resolve_arch(value: str, *, space: str | None = None, resolution: int | None
     ``imagenet224`` otherwise; a run or zoo model also brings its resolution
     and class count. Explicit ``resolution`` / ``num_classes`` override them.
     """
-    model = run = None
-    inputs: dict = {}
-    path = None if _looks_like_arch(value) else _existing_path(value)
-    folder = path is not None and path.is_dir()
     if _looks_like_arch(value):
-        source, text, default = "string", value, _default_space(value)
-    elif folder and (is_run(path) or not _names_zoo_model(value)):
+        return resolve_text(value, space=space, resolution=resolution, num_classes=num_classes)
+    path = _existing_path(value)
+    if path is not None and not path.is_dir():
+        return resolve_text(read_first_line(path), source="file", space=space, resolution=resolution,
+                            num_classes=num_classes)
+    model = run = None
+    if path is not None and (is_run(path) or not _names_zoo_model(value)):
         run = read_run(path)  # a folder that is no run is an error, unless the name is a zoo model's
         if space is not None and space != run.space:
             raise HwnasError(f"--space {space} contradicts the search run's space {run.space!r} in {value}")
         source, text, default = "run", run.structure, run.space
         inputs = {"resolution": run.resolution, "num_classes": run.num_classes}
-    elif path is not None and not folder:
-        text = read_first_line(path)
-        source, default = "file", _default_space(text)
     else:
         if not _names_zoo_model(value):
             raise HwnasError(f"{value[:80]!r} is not a zoo model name, an architecture string, a file or a search "
@@ -92,4 +90,11 @@ def resolve_arch(value: str, *, space: str | None = None, resolution: int | None
     sp = sp.with_input(resolution=resolution or inputs.get("resolution"),
                        num_classes=num_classes or inputs.get("num_classes"))
     return Resolved(sp, sp.parse(text), source, model, run)
+
+
+def resolve_text(text: str, *, source: str = "string", space: str | None = None, resolution: int | None = None,
+                 num_classes: int | None = None) -> Resolved:
+    """An architecture given as text (never a name or a path), e.g. ``--nb201 CELL`` or a file's line."""
+    sp = get_space(space or _default_space(text)).with_input(resolution=resolution, num_classes=num_classes)
+    return Resolved(sp, sp.parse(text), source)
 

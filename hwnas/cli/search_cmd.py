@@ -27,10 +27,13 @@ def _initial(value: str | None, space: str) -> str | None:
     """The text of --initial: a structure, @FILE (or FILE), a zoo name or a run folder, read in ``space``."""
     if value is None:
         return None
-    from hwnas.cli.resolve import resolve_arch
+    from hwnas.cli.resolve import resolve_arch, resolve_text
     from hwnas.models.structure import read_first_line
 
-    found = resolve_arch(read_first_line(value[1:]) if value.startswith("@") else value, space=space)
+    if value.startswith("@"):
+        found = resolve_text(read_first_line(value[1:]), source="file", space=space)
+    else:
+        found = resolve_arch(value, space=space)
     return found.space.format(found.arch)
 
 
