@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 
 from hwnas.models import zoo
-from hwnas.models.counts import count, effectiveness, output_resolution, stages
+from hwnas.models.counts import count, output_resolution, stages
+from hwnas.models.spaces.base import StructureSpace
 from hwnas.models.spaces.nb201 import CELLS_PER_STAGE
-from hwnas.models.structure import Structure
 
 
 def _delta_pct(value: float, published: float) -> float:
@@ -70,10 +70,10 @@ def describe(space, arch, *, source: str, use_se: bool = False, model: zoo.ZooMo
         "conv_linear_macs": c.conv_linear_macs,
         "layers": c.layers,
     }
-    if isinstance(arch, Structure):
+    if isinstance(space, StructureSpace):
         info["stages"] = [dataclasses.asdict(s) for s in stages(arch, space.resolution)]
         info["output_resolution"] = output_resolution(arch, space.resolution)
-        info["rho"] = effectiveness(arch)
+        info["rho"] = space.effectiveness(arch)
     else:
         info["stages"] = [{"index": i, "channels": ch, "cells": CELLS_PER_STAGE, "resolution": h}
                           for i, (ch, h) in enumerate(space.stages())]
