@@ -18,7 +18,7 @@ how many scores were rejected (ProxyError) and why.
 
 Run it alone (it measures time): flock /tmp/hwnas-cpu.lock python benchmarks/bench_proxies.py
 
-    python benchmarks/bench_proxies.py --repeats 10 --official /work/zennas-official --out runs/bench_proxies.json
+    python benchmarks/bench_proxies.py --repeats 10 --official $ZENNAS_DIR --out runs/bench_proxies.json
     python benchmarks/bench_proxies.py --zoo --models cifar10_model_size1M,flops400M --official-csv official.csv
     python benchmarks/bench_proxies.py --robust 1000 --batch 4
 """
@@ -44,14 +44,13 @@ from hwnas.models.spaces.base import get_space
 from hwnas.search.proxies import get_proxy, proxy_names
 
 MODELS = {"zennet_cifar10_model_size1M_res32": ("cifar32", 64), "zennet_imagenet1k_flops400M_SE_res224": ("imagenet224", 16)}
-TOOL = Path(__file__).resolve().parents[2] / "shared" / "tools" / "zennas-reference" / "official_zen.py"
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT.parent / "shared" / "tools" / "zennas-reference" / "official_zen.py"  # ../shared beside the repository
 
 
 def _space_for(model):
     space = get_space("cifar32" if model.resolution == 32 else "imagenet224")
-    import dataclasses
-
-    return dataclasses.replace(space, num_classes=model.num_classes)
+    return space.with_input(num_classes=model.num_classes)
 
 
 def time_proxies(proxies, repeats):
@@ -168,10 +167,9 @@ def main():
         if a.official:
             rows += time_official(a.official, a.repeats)
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(a.out).with_suffix(".tmp")
-        tmp.write_text(json.dumps({"env": env, "rows": rows}, indent=2))
-        os.replace(tmp, a.out)
+        from hwnas.atomic import atomic_write
+
+        atomic_write(a.out, lambda f: f.write(json.dumps({"env": env, "rows": rows}, indent=2)), binary=False)
 
 
 if __name__ == "__main__":

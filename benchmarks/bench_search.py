@@ -16,8 +16,9 @@ For every seed it reports
       ``get_model_latency``: build the model, 3 warm-up + 1 timed forward) at
       the profile's setting.
 
-The official code is imported from ZENNAS_DIR at run time (never copied), via
-/work/shared/tools/zennas-reference. Run under the team's CPU lock:
+The official code is imported at run time (never copied) from the work tree
+given by --zennas-dir or $ZENNAS_DIR, via ../shared/tools/zennas-reference
+beside the repository (or $ZENNAS_TOOLS). Run under the team's CPU lock:
 
     flock /tmp/hwnas-cpu.lock .venv/bin/python benchmarks/bench_search.py --seeds 0,1,2 \\
         --out benchmarks/results/search
@@ -39,7 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REFERENCE_TOOLS = Path(os.environ.get("ZENNAS_TOOLS", "/work/shared/tools/zennas-reference"))
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_TOOLS = Path(os.environ.get("ZENNAS_TOOLS") or ROOT.parent / "shared" / "tools" / "zennas-reference")
 OFFICIAL_INITIAL = ("SuperConvK3BNRELU(3,8,1,1)SuperResK3K3(8,16,1,8,1)SuperResK3K3(16,32,2,16,1)"
                     "SuperResK3K3(32,64,2,32,1)SuperResK3K3(64,64,2,32,1)SuperConvK1BNRELU(64,128,1,1)")
 BENCH_SPACE = "cifar32-c100"  # the cifar32 space with the official script's 100 classes
@@ -76,7 +78,7 @@ def run_ours(seed: int, iterations: int, chase: int, population: int, workers: i
                           iterations=max(iterations, chase), seed=seed, workers=workers,
                           budgets=Budgets(params=1e6, max_layers=18), initial=OFFICIAL_INITIAL,
                           early_batch=early, early_margin=1.0, checkpoint_every_s=1e9)
-    summary = search(config, out, progress=False)
+    summary = search(config, out)
     hist = pd.read_parquet(out / "history.parquet")
     first = hist[hist["iteration"] < iterations]
     t_first = float(first["time_s"].max())
@@ -186,7 +188,8 @@ def scoring_throughput(zennas_dir: str | None, n: int, seed: int) -> dict:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from hwnas.search.evolution import Scorer, _worker_init, _worker_score, scorer_args, SearchConfig
+    from hwnas.search.evolution import SearchConfig
+    from hwnas.search.workers import Scorer, scorer_args, worker_init, worker_score
 
     texts = _candidates(n, seed)
     out: dict = {"candidates": n, "settings": "zen, batch 64, 32x32, 100 classes"}
@@ -198,11 +201,11 @@ def scoring_throughput(zennas_dir: str | None, n: int, seed: int) -> dict:
         scorer(text)
     out["hwnas_workers1_eval_per_s"] = n / (time.perf_counter() - t)
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(2, mp_context=ctx, initializer=_worker_init,
+    with ProcessPoolExecutor(2, mp_context=ctx, initializer=worker_init,
                              initargs=(scorer_args(config, threads=max(1, (os.cpu_count() or 1) // 2)),)) as pool:
-        list(pool.map(_worker_score, texts[:2], [None, None]))  # start-up and warm-up
+        list(pool.map(worker_score, texts[:2], [None, None]))  # start-up and warm-up
         t = time.perf_counter()
-        list(pool.map(_worker_score, texts, [None] * n))
+        list(pool.map(worker_score, texts, [None] * n))
         out["hwnas_workers2_eval_per_s"] = n / (time.perf_counter() - t)
     if zennas_dir:
         sys.path.insert(0, str(REFERENCE_TOOLS))
@@ -224,7 +227,8 @@ def scoring_throughput(zennas_dir: str | None, n: int, seed: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--zennas-dir", default=os.environ.get("ZENNAS_DIR", "/work/zennas-official"))
+    ap.add_argument("--zennas-dir", default=os.environ.get("ZENNAS_DIR"),
+                    help="an official ZenNAS work tree (default: $ZENNAS_DIR); needed unless --skip-official")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--iterations", type=int, default=300)
     ap.add_argument("--population", type=int, default=64)
@@ -238,6 +242,8 @@ def main() -> None:
                     help="only the scoring throughput on N identical candidates, added to search_bench.json")
     ap.add_argument("--out", default="benchmarks/results/search")
     a = ap.parse_args()
+    if not a.skip_official and not a.zennas_dir:
+        ap.error("give the official ZenNAS work tree (--zennas-dir or $ZENNAS_DIR), or --skip-official")
 
     import torch
 
@@ -258,7 +264,7 @@ def main() -> None:
         for _ in range(2):  # interleaved repeats: the machine is shared
             result.setdefault("throughput", []).append(
                 scoring_throughput(None if a.skip_official else a.zennas_dir, a.throughput, 0))
-        (out / "search_bench.json").write_text(json.dumps(result, indent=1))
+        _save(out, result)
         print(json.dumps(result["throughput"], indent=1))
         return
     for seed in seeds:
@@ -276,12 +282,18 @@ def main() -> None:
             print(f"seed {seed}: hwnas k={k} early={early} {row['iterations_per_s']:.3f} it/s, to target "
                   f"{row.get('time_to_target_s')}", flush=True)
         result["runs"].append(entry)
-        (out / "search_bench.json").write_text(json.dumps(result, indent=1))
+        _save(out, result)
     result["latency_check"] = latency_check_cost(None if a.skip_official else a.zennas_dir,
                                                  a.latency_candidates, 0)
-    (out / "search_bench.json").write_text(json.dumps(result, indent=1))
+    _save(out, result)
     shutil.rmtree(work, ignore_errors=True)
     print_table(result)
+
+
+def _save(out: Path, result: dict) -> None:
+    from hwnas.atomic import atomic_write
+
+    atomic_write(out / "search_bench.json", lambda f: f.write(json.dumps(result, indent=1)), binary=False)
 
 
 def print_table(result: dict) -> None:

@@ -295,11 +295,23 @@ def chain(blocks: Iterable[Block]) -> Structure:
     return Structure(tuple(out))
 
 
+# An architecture file holds one line of text; a larger file is not one (and is not read into memory).
+MAX_ARCH_FILE_BYTES = 1 << 20
+
+
 def read_first_line(path) -> str:
-    """The first non-empty line of a file that holds an architecture string."""
+    """The first non-empty line of a file that holds an architecture string (a regular file of at most
+    :data:`MAX_ARCH_FILE_BYTES`)."""
+    import stat
     from pathlib import Path
 
     try:
+        info = Path(path).stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise HwnasError(f"{path} is not a regular file; expected a file holding one architecture string")
+        if info.st_size > MAX_ARCH_FILE_BYTES:
+            raise HwnasError(f"{path} holds {info.st_size} bytes; expected one architecture string "
+                             f"(at most {MAX_ARCH_FILE_BYTES} bytes)")
         lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
     except (OSError, UnicodeDecodeError) as err:
         raise HwnasError(f"cannot read {path}: {err}") from None

@@ -63,21 +63,19 @@ class BudgetChecker:
     def __init__(self, space, budgets: Budgets, predictor=None):
         if budgets.latency_ms is not None and predictor is None:
             raise BudgetError("a latency budget needs a latency profile (--profile)")
+        from hwnas.models.spaces.base import StructureSpace
+
         self.space = space
         self.budgets = budgets
         self.predictor = predictor
+        self._has_rho = isinstance(space, StructureSpace)  # checked once: a protocol check is not cheap
 
     def measure(self, arch) -> Metrics:
         counts = self.space.counts(arch)
         latency = self.predictor.predict_ms(arch) if self.predictor is not None else None
         return Metrics(latency_ms=latency, flops=int(counts.flops), params=int(counts.params),
-                       layers=int(counts.layers), rho=self._rho(arch))
-
-    def _rho(self, arch) -> float | None:
-        from hwnas.models.counts import effectiveness
-        from hwnas.models.structure import Structure
-
-        return float(effectiveness(arch)) if isinstance(arch, Structure) else None
+                       layers=int(counts.layers),
+                       rho=float(self.space.effectiveness(arch)) if self._has_rho else None)
 
     def violation(self, m: Metrics) -> str | None:
         """The first broken budget as a short reason, or None when every budget holds."""

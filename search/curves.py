@@ -9,7 +9,6 @@ predicted latency; for NAS-Bench-201 their accuracy is looked up too.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -75,17 +74,15 @@ def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
 
 def run_points(space_name: str, runs: list[str], profile: str | None, x: str, dataset: str) -> pd.DataFrame:
     from hwnas.models.spaces.base import get_space
+    from hwnas.search.runs import read_run
 
     space = get_space(space_name)
     rows = []
-    for run in runs:
-        best = Path(run) / "best.txt"
-        if not best.is_file():
-            raise HwnasError(f"--runs {run}: no best.txt; expected the --out folder of a finished search")
-        config = json.loads((Path(run) / "config.json").read_text())
-        if config.get("space") != space_name:
-            raise HwnasError(f"--runs {run}: searched space {config.get('space')!r}, the curve is for {space_name!r}")
-        rows.append({"run": str(run), "structure": best.read_text().strip()})
+    for folder in runs:
+        run = read_run(folder)
+        if run.space != space_name:
+            raise HwnasError(f"--runs {folder}: searched space {run.space!r}, the curve is for {space_name!r}")
+        rows.append({"run": str(folder), "structure": run.structure})
     df = pd.DataFrame(rows, columns=["run", "structure"])
     if len(df):
         df["x"] = measure(space, df["structure"], profile, x)

@@ -30,11 +30,13 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from hwnas.atomic import atomic_write
 from hwnas.errors import HwnasError, ProxyError
 from hwnas.models.spaces.base import get_space
 from hwnas.search.proxies import get_proxy
@@ -174,12 +176,14 @@ def _components(proxies: list[str]) -> tuple[list[str], dict]:
 
 
 def run_bench(dataset: str, proxies: list[str], sample: int, seed: int = 0, *, proxy_seed: int = 0,
-              out: str | Path | None = None, cache_dir: str | Path | None = "default", progress: bool = True,
-              mbr_subset: int = 100, mbr_trials: int = 1000, **options) -> BenchResult:
+              out: str | Path | None = None, cache_dir: str | Path | None = "default",
+              progress: Callable[[int, int], None] | None = None, mbr_subset: int = 100, mbr_trials: int = 1000,
+              **options) -> BenchResult:
     """Score a seeded NAS-Bench-201 sample with every proxy and compare with the trained accuracies.
 
     ``options`` are the proxies' common options (resolution, batch_size,
-    repeat, device, dtype); ``proxy_seed`` seeds the proxies.
+    repeat, device, dtype); ``proxy_seed`` seeds the proxies; ``progress`` is
+    called with (scores computed, scores to compute) when there is any to compute.
     """
     if dataset not in DATASETS:
         raise HwnasError(f"unknown data set {dataset!r}; expected one of: {', '.join(DATASETS)}")
@@ -198,27 +202,23 @@ def run_bench(dataset: str, proxies: list[str], sample: int, seed: int = 0, *, p
     caches = {p: ScoreCache(cache_dir, space.name, scorers[p].settings()) for p in needed}
 
     todo = sum(1 for a in archs for p in needed if caches[p].get(a) is None)
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=todo, desc=f"scoring {dataset}", unit="score", dynamic_ncols=True)
-    try:
-        for a in archs:
-            arch = None
-            for p in needed:
-                if caches[p].get(a) is not None:
-                    continue
-                arch = arch if arch is not None else space.parse(a)
-                try:
-                    caches[p].put(a, scorers[p].score(space, arch).value)
-                except ProxyError as err:
-                    caches[p].put(a, float("nan"), str(err))
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+    progress = progress if todo else None
+    done = 0
+    if progress:
+        progress(done, todo)
+    for a in archs:
+        arch = None
+        for p in needed:
+            if caches[p].get(a) is not None:
+                continue
+            arch = arch if arch is not None else space.parse(a)
+            try:
+                caches[p].put(a, scorers[p].score(space, arch).value)
+            except ProxyError as err:
+                caches[p].put(a, float("nan"), str(err))
+            done += 1
+            if progress:
+                progress(done, todo)
 
     data = {"arch": archs}
     for p in proxies:
@@ -246,9 +246,7 @@ def run_bench(dataset: str, proxies: list[str], sample: int, seed: int = 0, *, p
 
 
 def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: df.to_csv(f, index=False), binary=False)
 
 
 def write_result(result: BenchResult, out: Path) -> None:
@@ -258,7 +256,7 @@ def write_result(result: BenchResult, out: Path) -> None:
 
 
 # -- fitting a hybrid ----------------------------------------------------------------
-def fit_hybrid(scores: pd.DataFrame, terms: list[str], target: str = "accuracy", seed: int = 0) -> dict:
+def fit_hybrid(scores: pd.DataFrame, terms: list[str], target: str = "accuracy") -> dict:
     """Weights of a linear combination of ``terms`` (expressions over the score columns) maximising
     Spearman's ρ with ``target`` on ``scores``; returns the expression and its fitted ρ.
 

@@ -52,7 +52,7 @@ def tune(trials: int = 20, iterations: int = 200, proxies: tuple[str, ...] = DEF
             batch_size=trial.suggest_categorical("batch_size", list(batch_sizes)),
             iterations=iterations, seed=seed + trial.number, budgets=Budgets(params=params),
             checkpoint_every_s=1e9)
-        summary = search(config, work / f"trial-{trial.number:04d}", progress=False)
+        summary = search(config, work / f"trial-{trial.number:04d}")
         trial.set_user_attr("best_structure", summary["best_structure"])
         trial.set_user_attr("score", summary["score"])
         return float(accuracy[summary["best_structure"]])

@@ -98,3 +98,46 @@ def test_bad_structure_in_a_real_process_is_one_line_without_traceback():
 def test_help_has_an_example(command):
     code, out, _ = run(*command, "--help")
     assert code == 0 and "Example" in out
+
+
+def test_models_spaces_lists_the_registry():
+    from hwnas.models.spaces.base import get_space, space_names
+
+    code, out, _ = run("models", "spaces", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [r["space"] for r in rows] == space_names()
+    for r in rows:
+        space = get_space(r["space"])
+        assert (r["resolution"], r["num_classes"]) == (space.resolution, space.num_classes)
+        assert r["finite"] == hasattr(space, "all_archs")
+    code, out, _ = run("models", "spaces")
+    assert code == 0 and "nb201-imagenet16" in out
+
+
+def test_info_of_a_search_run_folder_reads_its_space_and_input(tmp_path):
+    text = "SuperConvK3BNRELU(3,8,1,1)SuperResK3K3(8,16,2,8,1)SuperConvK1BNRELU(16,32,1,1)"
+    (tmp_path / "best.txt").write_text(text + "\n")
+    (tmp_path / "config.json").write_text(json.dumps({"space": "cifar32", "resolution": 32, "num_classes": 100}))
+    info = json.loads(run("models", "info", str(tmp_path), "--json")[1])
+    assert (info["source"], info["space"], info["structure"]) == ("run", "cifar32", text)
+    assert info["num_classes"] == 100
+    same = json.loads(run("models", "info", text, "--space", "cifar32", "--num-classes", "100", "--json")[1])
+    assert same["params"] == info["params"]
+    code, _, err = run("models", "info", str(tmp_path), "--space", "imagenet224")
+    assert code == 2 and "contradicts" in err and len(err.strip().splitlines()) == 1
+
+
+def test_arguments_that_are_no_files_give_one_line_errors(tmp_path):
+    big = tmp_path / "big.txt"
+    big.write_text("x" * (2 << 20))
+    cases = [
+        ("y" * 10_000, "not a zoo model name"),  # too long to be a file name: never tried as one
+        ("SuperConvK3BNRELU(3,8,1,1)" * 400 + "(", "invalid structure"),
+        (str(big), "bytes"),
+        ("/dev/null", "not a regular file"),
+        (str(tmp_path), "no best.txt"),
+    ]
+    for arg, words in cases:
+        code, out, err = run("models", "info", arg)
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, arg

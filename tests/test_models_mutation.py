@@ -86,7 +86,7 @@ def test_a_thousand_mutants_parse_round_trip_build_and_count_exactly():
 
 def test_small_mutants_run_forward_with_counts_matching_the_flop_counter():
     small = sorted(dict.fromkeys(CIFAR_MUTANTS), key=lambda m: CIFAR.counts(m).flops)[:20]
-    space = dataclasses.replace(CIFAR, resolution=16)
+    space = CIFAR.with_input(resolution=16)
     for m in small:
         net = space.build(m).eval()
         counter = FlopCounterMode(display=False)
@@ -217,3 +217,42 @@ def test_grid_parts_are_unique_and_build():
         for p in parts[:: max(1, len(parts) // 60)]:
             module, shape = CIFAR.build_part(p)
             module.eval()(torch.empty(1, *shape))
+
+
+def test_width_choices_are_the_official_smart_round_of_every_ratio():
+    from hwnas.models.spaces.zennas import MAX_WIDTH, MIN_WIDTH, WIDTH_RATIOS
+
+    for channels in range(1, 3000):
+        want = set()
+        for r in WIDTH_RATIOS:
+            x = min(MAX_WIDTH, max(MIN_WIDTH, channels * r))
+            want.add(max(8, 8 * round(x / 8)))  # smart_round(x, base=8) of the official code
+        got = width_choices(channels)
+        assert got == sorted(want) and all(type(w) is int for w in got)
+
+
+@pytest.mark.parametrize("name", ["imagenet224", "cifar32", "nb201", "nb201-imagenet16"])
+def test_smallest_is_in_the_space_and_no_sample_is_smaller(name):
+    space = get_space(name)
+    small = space.smallest()
+    assert space.parse(space.format(small)) == small
+    c = space.counts(small)
+    rng = random.Random(7)
+    for _ in range(30):
+        other = space.counts(space.sample(rng))
+        assert c.params <= other.params and c.flops <= other.flops and c.layers <= other.layers
+
+
+@pytest.mark.parametrize("name", ["cifar32", "nb201"])
+def test_with_input_changes_only_resolution_and_classes(name):
+    space = get_space(name)
+    arch = space.initial()
+    other = space.with_input(resolution=16, num_classes=7)
+    assert (other.name, other.resolution, other.num_classes) == (space.name, 16, 7)
+    assert (space.resolution, space.num_classes) != (16, 7)  # the registered space is untouched
+    assert other.with_input() == other
+    assert space.with_input(num_classes=7).resolution == space.resolution
+    # the classifier alone grows with the classes: (c_in + 1) params per class
+    net = other.build(arch)
+    assert net.forward(torch.zeros(1, 3, 16, 16)).shape == (1, 7)
+    assert other.counts(arch).params == sum(p.numel() for p in net.parameters())

@@ -144,3 +144,13 @@ def test_cell_rejects_bad_operations():
     with pytest.raises(StructureError):
         Cell(("none",) * 5 + ("conv",))
     assert len(EDGES) == 6 and OPS[0] == "none"
+
+
+def test_mutate_changes_one_edge_whatever_num_blocks():
+    rng_a, rng_b = random.Random(3), random.Random(3)
+    cell = SPACE.initial()
+    for _ in range(50):
+        child = SPACE.mutate(cell, rng_a, num_blocks=2)
+        assert child == SPACE.mutate(cell, rng_b)  # the same draws as a one-block mutation
+        assert sum(a != b for a, b in zip(cell.ops, child.ops)) == 1
+        cell = child

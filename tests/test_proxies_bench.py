@@ -71,7 +71,7 @@ def test_cache_round_trip_ignores_a_torn_line(tmp_path):
 def test_run_bench_counts_writes_tables_and_reuses_the_cache(tmp_path):
     out = tmp_path / "out"
     first = run_bench("cifar10", ["flops", "params", "log(flops)+params"], 40, seed=3, out=out,
-                      cache_dir=tmp_path / "cache", progress=False, mbr_trials=20)
+                      cache_dir=tmp_path / "cache", mbr_trials=20)
     scores = pd.read_csv(out / "scores.csv")
     assert list(scores.columns) == ["arch", "flops", "params", "log(flops)+params", "accuracy"]
     assert len(scores) == 40
@@ -79,7 +79,7 @@ def test_run_bench_counts_writes_tables_and_reuses_the_cache(tmp_path):
     assert list(summary.columns[:6]) == ["proxy", "spearman", "kendall", "top10_precision", "mbr", "n"]
     assert summary["n"].tolist() == [40, 40, 40]
     # a larger sample with the same seed extends the smaller one
-    bigger = run_bench("cifar10", ["flops"], 60, seed=3, cache_dir=tmp_path / "cache", progress=False,
+    bigger = run_bench("cifar10", ["flops"], 60, seed=3, cache_dir=tmp_path / "cache",
                        mbr_trials=20)
     assert bigger.scores["arch"].tolist()[:40] == first.scores["arch"].tolist()
     files = list((tmp_path / "cache").iterdir())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -115,7 +114,7 @@ def test_naswot_singular_kernel_is_rejected():
 
 
 def test_naswot_score_uses_every_relu_of_a_real_network():
-    space = dataclasses.replace(get_space("cifar32"), resolution=8)
+    space = get_space("cifar32").with_input(resolution=8)
     arch = space.parse("SuperConvK3BNRELU(3,8,1,1)SuperResK3K3(8,8,1,4,1)SuperConvK1BNRELU(8,16,1,1)")
     result = get_proxy("naswot", batch_size=8).score(space, arch)
     # stem 8·64, unit: inner ReLU 4·64 and output ReLU 8·64, last conv 16·64

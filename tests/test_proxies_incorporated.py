@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -17,7 +16,7 @@ TEXT = "SuperConvK3BNRELU(3,8,2,1)SuperResK3K3(8,16,2,4,2)SuperConvK1BNRELU(16,3
 
 
 def _space():
-    return dataclasses.replace(get_space("cifar32"), resolution=16)
+    return get_space("cifar32").with_input(resolution=16)
 
 
 def test_entropy_by_hand():

@@ -18,7 +18,8 @@ import torch
 
 from hwnas.models.spaces.base import get_space
 from hwnas.search.budgets import BudgetChecker, Budgets, default_max_layers
-from hwnas.search.evolution import Scorer, SearchConfig, search
+from hwnas.search.evolution import SearchConfig, search
+from hwnas.search.workers import Scorer
 
 SMALL = dict(space="cifar32", proxy="zen", batch_size=4, population=8, seed=3)
 
@@ -68,7 +69,7 @@ def test_population_meets_every_budget_and_summary_is_recomputed(tmp_path, monke
     monkeypatch.setattr(Scorer, "__call__", counting)
     budgets = Budgets(params=3e5, flops=6e7, max_layers=12, rho_max=5.0)
     out = tmp_path / "run"
-    summary = search(_config(budgets=budgets), out, progress=False)
+    summary = search(_config(budgets=budgets), out)
 
     space = get_space("cifar32")
     pop = pd.read_parquet(out / "population.parquet")
@@ -107,7 +108,7 @@ def test_population_meets_every_budget_and_summary_is_recomputed(tmp_path, monke
 
 def test_nb201_search_runs_through_the_space_protocol(tmp_path):
     cfg = SearchConfig(space="nb201", proxy="zen", batch_size=4, population=6, iterations=20, seed=0)
-    summary = search(cfg, tmp_path / "nb", progress=False)
+    summary = search(cfg, tmp_path / "nb")
     space = get_space("nb201")
     assert space.format(space.parse(summary["best_structure"])) == summary["best_structure"]
     assert pd.read_parquet(tmp_path / "nb" / "history.parquet")["accepted"].sum() >= 1
@@ -115,9 +116,9 @@ def test_nb201_search_runs_through_the_space_protocol(tmp_path):
 
 def test_resume_extends_a_finished_run_to_the_uninterrupted_result(tmp_path):
     # One process, --workers 1: a run of 15 iterations resumed to 30 equals a run of 30.
-    search(_config(iterations=30), tmp_path / "ref", progress=False)
-    search(_config(iterations=15), tmp_path / "two", progress=False)
-    search(_config(iterations=30), tmp_path / "two", resume=True, progress=False)
+    search(_config(iterations=30), tmp_path / "ref")
+    search(_config(iterations=15), tmp_path / "two")
+    search(_config(iterations=30), tmp_path / "two", resume=True)
     _compare_runs(tmp_path / "ref", tmp_path / "two")
 
 
@@ -144,7 +145,7 @@ def test_resume_after_kill9_gives_the_uninterrupted_result(tmp_path):
     ref = tmp_path / "ref"
     cfg = SearchConfig(space="cifar32", proxy="zen", batch_size=2, population=6, iterations=iterations, seed=5,
                        workers=workers, budgets=Budgets(params=3e5, max_layers=12))
-    search(cfg, ref, progress=False)
+    search(cfg, ref)
 
     out = tmp_path / "killed"
     proc = subprocess.Popen(_cli(out, iterations, workers), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -177,8 +178,8 @@ def test_early_rejection_with_a_safe_margin_keeps_the_same_population(tmp_path):
     # A child whose estimate + margin is below the population minimum would have been
     # dropped right after its full evaluation; with a margin larger than the estimate's
     # error the search's trajectory is unchanged, only cheaper.
-    search(_config(iterations=30, population=4), tmp_path / "full", progress=False)
-    search(_config(iterations=30, population=4, early_batch=2, early_margin=5.0), tmp_path / "early", progress=False)
+    search(_config(iterations=30, population=4), tmp_path / "full")
+    search(_config(iterations=30, population=4, early_batch=2, early_margin=5.0), tmp_path / "early")
     full = pd.read_parquet(tmp_path / "full" / "population.parquet")
     early = pd.read_parquet(tmp_path / "early" / "population.parquet")
     pd.testing.assert_frame_equal(full, early)
@@ -202,7 +203,7 @@ def test_latency_budget_holds_for_every_member_on_the_shipped_profile(tmp_path):
     budget = 3.0
     cfg = SearchConfig(space="imagenet224", proxy="zen", batch_size=2, population=4, iterations=10, seed=0,
                        budgets=Budgets(latency_ms=budget))
-    summary = search(cfg, tmp_path / "lat", progress=False)
+    summary = search(cfg, tmp_path / "lat")
     space, predictor = get_space("imagenet224"), Predictor(profile)
     pop = pd.read_parquet(tmp_path / "lat" / "population.parquet")
     for text in pop["structure"]:

@@ -35,9 +35,9 @@ SCRIPT = textwrap.dedent("""
     ray_lines = [l for l in listening.splitlines() if any(n in l for n in ("raylet", "gcs_server", "ray::"))]
     cfg = SearchConfig(space="cifar32", proxy="zen", batch_size=2, population=4, iterations=16, seed=7,
                        workers=2, budgets=Budgets(params=3e5, max_layers=12))
-    search(cfg, out + "/ray", progress=False, ray_address="auto")
+    search(cfg, out + "/ray", ray_address="auto")
     ray.shutdown()
-    search(cfg, out + "/local", progress=False)
+    search(cfg, out + "/local")
     print(json.dumps({"ray_listeners": ray_lines}))
 """)
 

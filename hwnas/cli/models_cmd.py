@@ -15,7 +15,30 @@ def models_group() -> None:
     Example:
       hwnas models list
       hwnas models info zennet_imagenet1k_latency08ms_res224 --json
+      hwnas models spaces
     """
+
+
+@models_group.command("spaces")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def spaces_cmd(as_json: bool) -> None:
+    """The registered search spaces: input resolution, classes, and whether every network can be listed.
+
+    \b
+    Example:
+      hwnas models spaces
+    """
+    from hwnas.models.spaces.base import FiniteSpace, get_space, space_names
+
+    rows = []
+    for name in space_names():
+        space = get_space(name)
+        rows.append({"space": name, "resolution": space.resolution, "num_classes": space.num_classes,
+                     "finite": isinstance(space, FiniteSpace)})
+    if as_json:
+        echo_json(rows)
+    else:
+        echo_table(rows, ["space", "resolution", "num_classes", "finite"])
 
 
 @models_group.command("list")
@@ -63,14 +86,14 @@ def list_cmd(as_json: bool) -> None:
 
 
 @models_group.command("info")
-@click.argument("target", metavar="NAME|STRUCTURE|FILE")
+@click.argument("target", metavar="NAME|STRUCTURE|FILE|RUN_DIR")
 @click.option("--space", default=None,
               help="Space to read the architecture in: imagenet224, cifar32, nb201, ... "
-                   "(default: the zoo model's, else nb201 for '|...|' cells, else imagenet224).")
+                   "(default: the zoo model's or the run's, else nb201 for '|...|' cells, else imagenet224).")
 @click.option("--resolution", type=click.IntRange(min=1, max=65536), default=None,
-              help="Input resolution (default: the zoo model's or the space's).")
+              help="Input resolution (default: the zoo model's, the run's or the space's).")
 @click.option("--num-classes", type=click.IntRange(min=1, max=1_000_000), default=None,
-              help="Classifier outputs (default: the zoo model's or the space's).")
+              help="Classifier outputs (default: the zoo model's, the run's or the space's).")
 @click.option("--se/--no-se", "use_se", default=None,
               help="Count with SE modules (default: as the zoo row was counted; else no).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -79,8 +102,8 @@ def info_cmd(target: str, space: str | None, resolution: int | None, num_classes
     """Params, FLOPs, conv+linear MACs, layers, stages and rho of one architecture.
 
     The argument is a zoo model name (or an unambiguous part of one), a
-    structure string, a NAS-Bench-201 cell string, or a file whose first
-    line is one. A malformed or unchained string is an error naming the
+    structure string, a NAS-Bench-201 cell string, a file whose first
+    line is one, or a search --out folder (its best network). A malformed or unchained string is an error naming the
     character position (exit status 2).
 
     \b
@@ -89,9 +112,13 @@ def info_cmd(target: str, space: str | None, resolution: int | None, num_classes
       hwnas models info 'SuperConvK3BNRELU(3,32,2,1)SuperResK1K3K1(32,64,2,16,2)SuperConvK1BNRELU(64,512,1,1)' --json
       hwnas models info '|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|'
     """
+    from hwnas.cli.resolve import resolve_arch
     from hwnas.models.describe import describe
 
-    info = describe(target, space=space, resolution=resolution, num_classes=num_classes, use_se=use_se)
+    found = resolve_arch(target, space=space, resolution=resolution, num_classes=num_classes)
+    if use_se is None:  # a zoo model is counted as its published row was
+        use_se = found.model is not None and found.model.counted_with_se
+    info = describe(found.space, found.arch, source=found.source, use_se=use_se, model=found.model)
     if as_json:
         echo_json(info)
         return

@@ -1,10 +1,12 @@
-"""Printing results: JSON for machines, aligned tables for people."""
+"""Printing results: JSON for machines, aligned tables for people, progress bars on stderr."""
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any, Iterable, Sequence
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import click
 
@@ -51,3 +53,30 @@ def _numeric(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+@contextmanager
+def progress_bar(desc: str, unit: str, enabled: bool = True) -> Iterator[Callable | None]:
+    """A progress callback ``(done, total, statistics=None)`` that draws a tqdm bar on stderr (None when not
+    ``enabled``); the bar opens at the first call and closes on leaving the block."""
+    if not enabled:
+        yield None
+        return
+    bar = None
+
+    def update(done: int, total: int, statistics: dict | None = None) -> None:
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=done, unit=unit, dynamic_ncols=True, desc=desc, file=sys.stderr)
+        else:
+            bar.update(done - bar.n)
+        if statistics:
+            bar.set_postfix(statistics, refresh=False)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()

@@ -6,7 +6,7 @@ import ast
 
 import click
 
-from hwnas.cli.output import echo_json, echo_table
+from hwnas.cli.output import echo_json, echo_table, progress_bar
 from hwnas.errors import HwnasError
 
 _COMMON = [
@@ -57,7 +57,7 @@ def _specific(bn_term: str | None, se: bool, settings: tuple[str, ...]) -> dict:
 
 
 @click.command("score")
-@click.argument("structure", required=False, metavar="[STRUCTURE|ZOO_NAME]")
+@click.argument("structure", required=False, metavar="[STRUCTURE|ZOO_NAME|FILE|RUN_DIR]")
 @click.option("--proxy", "proxy", required=True,
               help="A registered proxy (zen, incorporated, synflow, naswot, grad_norm, snip, params, flops) "
                    "or an expression of them, e.g. 'zen+0.5*log(flops)'.")
@@ -84,10 +84,22 @@ def score(structure, proxy, file, nb201, space, seed, resolution, batch_size, re
       hwnas score --proxy incorporated --set transform=sqrt 'SuperConvK3BNRELU(3,32,2,1)SuperResK1K3K1(32,64,2,16,2)SuperConvK1BNRELU(64,512,1,1)'
       hwnas score --proxy 'synflow' --nb201 '|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|'
     """
-    from hwnas.search.proxies.scoring import score_text
+    from hwnas.cli.resolve import resolve_arch, resolve_text
+    from hwnas.models.structure import read_first_line
+    from hwnas.search.proxies.scoring import score_arch
 
-    info = score_text(proxy, structure, file=file, nb201=nb201, space=space, seed=seed, resolution=resolution,
-                      batch_size=batch_size, repeat=repeat, device=device, dtype=dtype,
+    given = [x for x in (structure, file, nb201) if x]
+    if len(given) != 1:
+        raise HwnasError("give exactly one of STRUCTURE (or a zoo model name), --file F or --nb201 ARCH")
+    # --resolution is the proxy's option (the size of its inputs), not the space's.
+    if nb201:
+        found = resolve_text(nb201, space=space or "nb201")
+    elif file:
+        found = resolve_text(read_first_line(file), source="file", space=space)
+    else:
+        found = resolve_arch(structure, space=space)
+    info = score_arch(proxy, found.space, found.arch, model=found.model.name if found.model else None, seed=seed,
+                      resolution=resolution, batch_size=batch_size, repeat=repeat, device=device, dtype=dtype,
                       **_specific(bn_term, se, settings))
     if as_json:
         echo_json(info)
@@ -174,9 +186,10 @@ def bench(space, dataset, proxy_list, sample, seed, proxy_seed, out, cache, no_c
     if specific:
         raise HwnasError("the benchmark runs every proxy with its defaults; proxy-specific options "
                          f"({', '.join(specific)}) are not accepted here")
-    result = run_bench(dataset, names, sample, seed, proxy_seed=proxy_seed, out=out,
-                       cache_dir=None if no_cache else (cache or default_cache_dir()),
-                       progress=not no_progress, **options)
+    with progress_bar(f"scoring {dataset}", "score", enabled=not no_progress) as progress:
+        result = run_bench(dataset, names, sample, seed, proxy_seed=proxy_seed, out=out,
+                           cache_dir=None if no_cache else (cache or default_cache_dir()), progress=progress,
+                           **options)
     if as_json:
         echo_json({"dataset": dataset, "sample": sample, "seed": seed, "note": INPUT_NOTE,
                    "summary": result.summary.to_dict(orient="records")})

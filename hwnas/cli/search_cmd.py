@@ -6,7 +6,7 @@ import json
 
 import click
 
-from hwnas.cli.output import echo_json, echo_table
+from hwnas.cli.output import echo_json, echo_table, progress_bar
 from hwnas.errors import HwnasError
 
 
@@ -23,15 +23,18 @@ def _proxy_options(items: tuple[str, ...], **named) -> dict:
     return options
 
 
-def _initial(value: str | None) -> str | None:
+def _initial(value: str | None, space: str) -> str | None:
+    """The text of --initial: a structure, @FILE (or FILE), a zoo name or a run folder, read in ``space``."""
     if value is None:
         return None
+    from hwnas.cli.resolve import resolve_arch, resolve_text
+    from hwnas.models.structure import read_first_line
+
     if value.startswith("@"):
-        try:
-            return open(value[1:]).read().strip()
-        except OSError as err:
-            raise HwnasError(f"--initial {value}: cannot read the file ({err.strerror})") from None
-    return value
+        found = resolve_text(read_first_line(value[1:]), source="file", space=space)
+    else:
+        found = resolve_arch(value, space=space)
+    return found.space.format(found.arch)
 
 
 @click.command("search")
@@ -42,7 +45,8 @@ def _initial(value: str | None) -> str | None:
               "10/13/16/20/25/30 for 0.1/0.2/0.3/0.5/0.8/1.2 ms.")
 @click.option("--rho-max", type=float, help="Budget: effectiveness rho (default 0.5 with --proxy incorporated).")
 @click.option("--profile", help="Latency profile: a shipped name or a path (default: the shipped default profile).")
-@click.option("--space", default="imagenet224", show_default=True, help="Search space (hwnas models spaces).")
+@click.option("--space", default="imagenet224", show_default=True,
+              help="Search space (list them with: hwnas models spaces).")
 @click.option("--population", type=int, default=512, show_default=True, help="Population size N.")
 @click.option("--iterations", type=int, default=480_000, show_default=True, help="Iterations T.")
 @click.option("--proxy", default="zen", show_default=True, help="Zero-shot proxy (zen, incorporated, ...).")
@@ -54,7 +58,8 @@ def _initial(value: str | None) -> str | None:
 @click.option("--beta", type=float, help="Incorporated proxy: depth-variance penalty.")
 @click.option("--proxy-option", "proxy_option", multiple=True, metavar="KEY=VALUE",
               help="Any other proxy option (repeatable).")
-@click.option("--initial", help="Initial structure (text, or @FILE); default: the space's.")
+@click.option("--initial", help="Initial structure (text, @FILE, a zoo name or a search --out folder); default: "
+              "the space's.")
 @click.option("--early-batch", type=int, help="Early rejection: score a cheap estimate at this batch first "
               "(off by default; see docs/search.md).")
 @click.option("--early-margin", type=float, default=1.0, show_default=True,
@@ -92,7 +97,8 @@ def search_command(latency_ms, flops, params, max_layers, rho_max, profile, spac
       search --resume --out runs/cpu8ms --latency-ms 8 --iterations 2000 --population 64
     """
     from hwnas.search.budgets import Budgets
-    from hwnas.search.evolution import SearchConfig, measure_best, search
+    from hwnas.search.evolution import SearchConfig, search
+    from hwnas.search.results import measure_best
 
     config = SearchConfig(
         space=space, proxy=proxy,
@@ -100,7 +106,7 @@ def search_command(latency_ms, flops, params, max_layers, rho_max, profile, spac
         batch_size=batch_size, repeat=repeat, population=population, iterations=iterations, seed=seed,
         workers=workers, budgets=Budgets(latency_ms=latency_ms, flops=flops, params=params,
                                          max_layers=max_layers, rho_max=rho_max),
-        profile=profile, initial=_initial(initial), early_batch=early_batch, early_margin=early_margin,
+        profile=profile, initial=_initial(initial, space), early_batch=early_batch, early_margin=early_margin,
         checkpoint_every_s=checkpoint_every)
     not_measured = None
     if measure:
@@ -114,8 +120,9 @@ def search_command(latency_ms, flops, params, max_layers, rho_max, profile, spac
             if measure == "yes":
                 raise
             not_measured = f"searched with the profile's predictions; not measured on this machine: {err}"
-    summary = search(config, out, resume=resume, progress=not no_progress, latency_batch=latency_batch,
-                     ray_address=ray_address)
+    with progress_bar("search", "it", enabled=not no_progress) as progress:
+        summary = search(config, out, resume=resume, progress=progress, latency_batch=latency_batch,
+                         ray_address=ray_address)
     if measure and not not_measured:
         summary = measure_best(out, profile)
     if as_json:

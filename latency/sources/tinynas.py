@@ -45,7 +45,7 @@ import pandas as pd
 from hwnas.errors import ProfileError
 from hwnas.latency.profile import Profile
 from hwnas.latency.sources import license_files, register_source
-from hwnas.models.spaces.base import Part, get_space
+from hwnas.models.spaces.base import get_space
 
 UPSTREAM = {"repository": "github.com/alibaba/lightweight-neural-architecture-search",
             "commit": "8ccaf889fcd06079d268a355c765e9d0af071612",

@@ -2,15 +2,22 @@
 
 A space turns text into architectures and back, builds torch modules, counts
 them, samples and mutates them, and splits them into the *parts* a latency
-table is keyed by. Adding a space is one new file that defines a class with
-these methods and decorates it with ``@register_space``.
+table is keyed by. Adding a space is one new file in this package that defines
+a class with these methods and registers a factory with ``@register_space``;
+the registry imports every module of the package.
+
+Capabilities beyond :class:`Space` are protocols of their own, checked with
+``isinstance``: :class:`FiniteSpace` (every architecture can be listed) and
+:class:`StructureSpace` (architectures are Zen-NAS block structures).
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import random
 from dataclasses import dataclass
-from typing import Callable, Hashable, Iterable, Protocol, runtime_checkable
+from typing import Callable, Hashable, Iterable, Protocol, Sequence, runtime_checkable
 
 from torch import nn
 
@@ -90,8 +97,9 @@ class Space(Protocol):
                max_flops: float | None = None) -> Hashable:
         """A random architecture within the given budgets."""
 
-    def mutate(self, arch, rng: random.Random) -> Hashable:
-        """A mutant of ``arch`` (Zen-NAS Alg. 3 for the structure spaces)."""
+    def mutate(self, arch, rng: random.Random, num_blocks: int = 1) -> Hashable:
+        """A mutant of ``arch`` (Zen-NAS Alg. 3 for the structure spaces); ``num_blocks`` is how many
+        blocks the search asks to replace (a space without blocks may mutate one element regardless)."""
 
     def parts(self, arch) -> list[Part]:
         """The latency-table parts whose sum (before calibration) is the network."""
@@ -101,6 +109,29 @@ class Space(Protocol):
 
     def build_part(self, part: Part) -> tuple[nn.Module, tuple[int, int, int]]:
         """A module computing just this part and its input shape (C, H, W)."""
+
+    def smallest(self) -> Hashable:
+        """The smallest network of the space: no network of it has fewer params, FLOPs or layers."""
+
+    def with_input(self, resolution: int | None = None, num_classes: int | None = None) -> "Space":
+        """This space at another input resolution and/or class count (None keeps the current one)."""
+
+
+@runtime_checkable
+class FiniteSpace(Space, Protocol):
+    """A space small enough to list: every architecture, in a fixed order."""
+
+    def all_archs(self) -> Sequence[Hashable]:
+        """Every architecture of the space."""
+
+
+@runtime_checkable
+class StructureSpace(Space, Protocol):
+    """A space of Zen-NAS block structures (:class:`~hwnas.models.structure.Structure`): the DeepMAD
+    effectiveness and ZenNAS's layer budget apply to its networks."""
+
+    def effectiveness(self, arch) -> float:
+        """DeepMAD's ρ of the network (:func:`hwnas.models.counts.effectiveness`)."""
 
 
 _SPACES: dict[str, Callable[[], Space]] = {}
@@ -130,5 +161,8 @@ def space_names() -> list[str]:
 
 
 def _load_builtin() -> None:
-    # Importing the modules runs their @register_space decorators.
-    from hwnas.models.spaces import nb201, zennas  # noqa: F401
+    # Importing every module of the package runs its @register_space decorators.
+    import hwnas.models.spaces as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")

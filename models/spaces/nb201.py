@@ -21,7 +21,7 @@ network (stem, cells, reductions).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from typing import Iterator
@@ -328,8 +328,11 @@ class NB201Space:
         """Every edge a skip connection: connected, no weights in the cells."""
         return Cell(("skip_connect",) * len(EDGES))
 
-    def mutate(self, arch: Cell, rng: random.Random) -> Cell:
-        """One edge, chosen uniformly, gets a different operation, chosen uniformly."""
+    def mutate(self, arch: Cell, rng: random.Random, num_blocks: int = 1) -> Cell:
+        """One edge, chosen uniformly, gets a different operation, chosen uniformly.
+
+        A cell has no blocks: whatever ``num_blocks`` the search asks for, one edge changes (the search's
+        two-block mutation of structure spaces has always been a one-edge mutation here)."""
         edge = rng.randrange(len(EDGES))
         return arch.with_op(edge, rng.choice([op for op in OPS if op != arch.ops[edge]]))
 
@@ -408,6 +411,13 @@ class NB201Space:
         else:
             raise StructureError(f"unknown NAS-Bench-201 part {part.op!r}")
         return module, shape
+
+    def smallest(self) -> Cell:
+        """Every edge ``none``: no convolution in any cell."""
+        return Cell(("none",) * len(EDGES))
+
+    def with_input(self, resolution: int | None = None, num_classes: int | None = None) -> "NB201Space":
+        return replace(self, resolution=resolution or self.resolution, num_classes=num_classes or self.num_classes)
 
 
 @lru_cache(maxsize=1)

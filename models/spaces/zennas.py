@@ -33,7 +33,7 @@ exceed the parser's block limit is skipped, so a mutant always parses.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import numpy as np
@@ -41,7 +41,7 @@ from torch import nn
 
 from hwnas.errors import BudgetError, HwnasError
 from hwnas.models.builder import BN_EPS, SqueezeExcite, build
-from hwnas.models.counts import Counts, count
+from hwnas.models.counts import Counts, count, effectiveness
 from hwnas.models.spaces.base import PROJECTION, Part, conv_part, conv_spec, register_space
 from hwnas.models.structure import (
     BASIC,
@@ -55,10 +55,10 @@ from hwnas.models.structure import (
     chain,
     parse,
 )
-from hwnas.models.units import BlockColumns, out_size, se_reduced, unit_specs
+from hwnas.models.units import BlockColumns, out_size, round8, se_reduced, unit_specs
 
 WIDTH_RATIOS = (2.5, 2.0, 1.5, 1.25, 1.0, 1 / 1.25, 1 / 1.5, 1 / 2, 1 / 2.5)
-MIN_WIDTH, MAX_WIDTH, WIDTH_BASE = 8, 2048, 8
+MIN_WIDTH, MAX_WIDTH = 8, 2048
 SPLIT_THRESHOLD = 6
 
 # (kind, kernel, expansion) of every residual block type, by mutation group.
@@ -131,14 +131,10 @@ def kernel_specs(block: Block | BlockColumns, resolution, use_se: bool = False,
         h = size
 
 
-def round_width(x: float) -> int:
-    """``smart_round(x, base=8)`` of the official code: max(8, 8·round(x/8)), ties to even."""
-    return max(WIDTH_BASE, round(x / WIDTH_BASE) * WIDTH_BASE)
-
-
 def width_choices(channels: int) -> list[int]:
-    """The widths a mutation may give a block whose width is ``channels``."""
-    return sorted({round_width(min(MAX_WIDTH, max(MIN_WIDTH, channels * r))) for r in WIDTH_RATIOS})
+    """The widths a mutation may give a block whose width is ``channels``: ``smart_round(c·r, base=8)`` of
+    the official code, which is :func:`round8` (max(8, 8·round(x/8)), ties to even)."""
+    return sorted({int(round8(min(MAX_WIDTH, max(MIN_WIDTH, channels * r)))) for r in WIDTH_RATIOS})
 
 
 def sub_layer_choices(sub_layers: int) -> list[int]:
@@ -223,8 +219,7 @@ class ZenNASSpace:
         """
         arch = self.initial()
         if not self.fits(arch, max_params, max_flops):
-            arch = chain(b.with_(out_channels=MIN_WIDTH, sub_layers=1,
-                                 mid=None if b.mid is None else MIN_WIDTH) for b in arch.blocks)
+            arch = self.smallest()
             if not self.fits(arch, max_params, max_flops):
                 c = self.counts(arch)
                 raise BudgetError(
@@ -340,6 +335,18 @@ class ZenNASSpace:
                 yield Part(op, cin, cout, size, stride)
         for w in widths:
             yield Part("head", w, self.num_classes, last)
+
+    def smallest(self) -> Structure:
+        """The narrowest form of the initial network: every width 8, every L = 1 (strides never change, so
+        no mutant of it is smaller)."""
+        return chain(b.with_(out_channels=MIN_WIDTH, sub_layers=1, mid=None if b.mid is None else MIN_WIDTH)
+                     for b in self.initial().blocks)
+
+    def with_input(self, resolution: int | None = None, num_classes: int | None = None) -> "ZenNASSpace":
+        return replace(self, resolution=resolution or self.resolution, num_classes=num_classes or self.num_classes)
+
+    def effectiveness(self, arch: Structure) -> float:
+        return effectiveness(arch)
 
 
 @register_space("imagenet224")

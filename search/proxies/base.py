@@ -2,7 +2,8 @@
 
 A proxy turns an architecture of a space into one finite number (larger is
 better) plus named parts. Each proxy is one class decorated with
-``@register_proxy(name)``; ``get_proxy(name, **options)`` makes one, and a
+``@register_proxy(name)`` in a module of this package (the registry imports
+them all, so a new proxy is one new file); ``get_proxy(name, **options)`` makes one, and a
 name that is not registered is read as a hybrid expression of registered
 names (``zen+0.5*log(flops)``).
 
@@ -16,7 +17,9 @@ global RNG state, and the global RNG state is left untouched.
 
 from __future__ import annotations
 
+import importlib
 import math
+import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
@@ -145,8 +148,11 @@ def register_proxy(name: str) -> Callable[[type[Proxy]], type[Proxy]]:
 
 
 def _load_builtin() -> None:
-    # Importing the modules runs their @register_proxy decorators.
-    from hwnas.search.proxies import classic, counts, incorporated, zen  # noqa: F401
+    # Importing every module of the package runs its @register_proxy decorators.
+    import hwnas.search.proxies as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
 
 
 def proxy_names() -> list[str]:

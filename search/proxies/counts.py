@@ -8,8 +8,6 @@ beat. Both come from the space's analytic ``counts`` (see
 
 from __future__ import annotations
 
-from hwnas.models.counts import count
-from hwnas.models.structure import Structure
 from hwnas.search.proxies.base import Proxy, register_proxy
 
 
@@ -19,11 +17,7 @@ class _CountProxy(Proxy):
     field = ""
 
     def evaluate(self, space, arch, generator):
-        if isinstance(arch, Structure):  # any resolution, not only the space's
-            counts = count(arch, resolution=self.resolution_for(space), num_classes=space.num_classes,
-                           use_se=bool(self.se))
-        else:
-            counts = space.counts(arch, use_se=bool(self.se))
+        counts = space.with_input(resolution=self.resolution_for(space)).counts(arch, use_se=bool(self.se))
         value = float(getattr(counts, self.field))
         return value, {self.field: value}
 

@@ -32,7 +32,8 @@ from __future__ import annotations
 import math
 
 from hwnas.errors import HwnasError, ProxyError
-from hwnas.models.counts import effectiveness, stages
+from hwnas.models.counts import stages
+from hwnas.models.spaces.base import StructureSpace
 from hwnas.models.structure import Structure
 from hwnas.models.units import block_units
 from hwnas.search.proxies.base import Proxy, register_proxy
@@ -83,10 +84,10 @@ class IncorporatedScore(Proxy):
         self._zen = ZenScore(device=str(self.device), bn_term=self.bn_term, se=self.se, **common)
 
     def evaluate(self, space, arch, generator):
-        if not isinstance(arch, Structure):
+        if not isinstance(space, StructureSpace):
             raise ProxyError(f"proxy 'incorporated' needs a ZenNAS structure-string space, not {space.name!r}")
         e = entropy_score(arch, self.resolution_for(space), self.alpha, self.beta, self.layer_term)
-        rho = effectiveness(arch)
+        rho = space.effectiveness(arch)
         if e["e_score"] <= 0:
             raise ProxyError(f"proxy 'incorporated': E_score = {e['e_score']:.4g} ≤ 0 leaves "
                              f"{self.transform}(E) undefined (H = {e['h']:.4g}, β·Q = {self.beta * e['q']:.4g}); "
