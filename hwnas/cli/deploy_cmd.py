@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -11,67 +12,23 @@ from hwnas.cli.output import echo_json, echo_table
 
 def _resolve(source: str, space: str | None, num_classes: int | None, resolution: int | None,
              use_se: bool | None) -> tuple:
-    """``(space, architecture, use_se, source info)`` from a structure string, a file holding one, a zoo name, or
-    a search run folder (best.txt + config.json give the structure, the space and the profile).
+    """``(space, architecture, use_se, source info)`` of an architecture argument (the shared resolver: a
+    structure string, a file, a zoo name or a search run folder); SE from the zoo model or the run unless given."""
+    from hwnas.cli.resolve import resolve_arch
 
-    A zoo name gives classes, resolution and SE; otherwise the space (default
-    ``imagenet224``, ``nb201`` for a ``|...|`` cell) gives the defaults.
-    Explicit arguments override them.
-    """
-    import dataclasses
-    import json
-    from pathlib import Path
-
-    from hwnas.errors import DeployError
-    from hwnas.models.spaces.base import get_space
-    from hwnas.models.structure import read_first_line
-
-    path = Path(source)
-    info: dict = {"kind": "string"}
-    defaults: dict = {}
-    if "(" in source or source.lstrip().startswith("|"):
-        text = source.strip()
-    elif path.is_dir():
-        if not (path / "best.txt").is_file():
-            raise DeployError(f"{source} is a folder without best.txt; expected a search output folder "
-                              "(best.txt and config.json) or a structure string")
-        try:
-            config = json.loads((path / "config.json").read_text())
-        except (OSError, ValueError) as err:
-            raise DeployError(f"{path / 'config.json'}: cannot read the search config ({err}); "
-                              "expected a search output folder with best.txt and config.json") from None
-        if not isinstance(config, dict):
-            raise DeployError(f"{path / 'config.json'}: expected a JSON object")
-        text, run_space = read_first_line(path / "best.txt"), config.get("space")
-        if space is not None and run_space is not None and space != run_space:
-            raise DeployError(f"--space {space} contradicts the search run's space {run_space!r} in {source}")
-        space = space or run_space
-        profile_info = config.get("profile_info") or {}
-        profile = profile_info.get("path") or profile_info.get("name") or config.get("profile")
-        info = {"kind": "run", "run_dir": str(path.resolve()), "profile": profile}
-        defaults = {k: config[k] for k in ("num_classes", "resolution", "use_se") if config.get(k) is not None}
-    elif path.is_file():
-        text, info = read_first_line(path), {"kind": "file", "path": str(path.resolve())}
-    elif "/" in source or path.suffix:
-        raise DeployError(f"{source}: no such file or folder; expected a structure string, a file holding one, "
-                          "a search output folder or a zoo model name")
+    found = resolve_arch(source, space=space, resolution=resolution, num_classes=num_classes)
+    info: dict = {"kind": found.source}
+    if found.run is not None:
+        info.update(run_dir=str(found.run.folder.resolve()), profile=found.run.profile)
+        default_se = found.run.config.get("use_se")
+    elif found.model is not None:
+        info["name"] = found.model.name
+        default_se = found.model.use_se
     else:
-        from hwnas.models import zoo
-
-        model = zoo.get(source)  # an unknown name is an error listing the zoo
-        text, info = str(model.structure), {"kind": "zoo", "name": model.name}
-        defaults = {"num_classes": model.num_classes, "resolution": model.resolution, "use_se": model.use_se}
-        space = space or ("cifar32" if model.resolution == 32 else "imagenet224")
-    space_obj = get_space(space or ("nb201" if text.startswith("|") else "imagenet224"))
-    num_classes = int(num_classes if num_classes is not None else defaults.get("num_classes", space_obj.num_classes))
-    resolution = int(resolution if resolution is not None else defaults.get("resolution", space_obj.resolution))
-    if (space_obj.num_classes, space_obj.resolution) != (num_classes, resolution):
-        if not dataclasses.is_dataclass(space_obj):
-            raise DeployError(f"space {space_obj.name!r} builds {space_obj.num_classes} classes at resolution "
-                              f"{space_obj.resolution} only; got num_classes={num_classes}, resolution={resolution}")
-        space_obj = dataclasses.replace(space_obj, num_classes=num_classes, resolution=resolution)
-    arch = space_obj.parse(text)  # StructureError names the fault
-    return space_obj, arch, bool(use_se if use_se is not None else defaults.get("use_se", False)), info
+        if found.source == "file":
+            info["path"] = str(Path(source).resolve())
+        default_se = False
+    return found.space, found.arch, bool(use_se if use_se is not None else default_se), info
 
 
 class _DeployGroup(click.Group):

@@ -11,24 +11,17 @@ from hwnas.cli.output import echo_json, echo_table
 
 
 def _load_arch(space, value: str):
-    """An architecture of ``space`` from text, a file holding it, or (structure spaces) a zoo model name."""
-    text = value
-    path = Path(value)
-    if "(" not in value and "|" not in value and path.is_file():
-        from hwnas.models.structure import read_first_line
+    """An architecture of the profile's ``space`` from any architecture argument (the shared resolver); a zoo
+    network or search run at another resolution is refused."""
+    from hwnas.cli.resolve import resolve_arch
+    from hwnas.errors import ProfileError
 
-        text = read_first_line(path)
-    elif "(" not in value and "|" not in value and space.name in ("imagenet224", "cifar32"):
-        from hwnas.errors import ProfileError
-        from hwnas.models import zoo
-
-        model = zoo.get(value)
-        if model.resolution != space.resolution:
-            raise ProfileError(f"{value} is a {model.resolution}x{model.resolution} network; the profile is for "
-                               f"space {space.name} at {space.resolution}x{space.resolution} (pick a profile of "
-                               "that resolution with --profile)")
-        return model.structure
-    return space.parse(text)
+    found = resolve_arch(value, space=space.name)
+    if found.space.resolution != space.resolution:
+        raise ProfileError(f"{value} is a {found.space.resolution}x{found.space.resolution} network; the profile is "
+                           f"for space {space.name} at {space.resolution}x{space.resolution} (pick a profile of that "
+                           "resolution with --profile)")
+    return found.arch
 
 
 def _progress_bar(disabled: bool):
