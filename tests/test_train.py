@@ -222,10 +222,9 @@ def test_checkpoints_load_with_deploy_and_into_the_built_network(tmp_path):
     module = build(TINY, num_classes=2)
     module.load_state_dict(saved["state_dict"], strict=True)
     # the class count and resolution travel with the weights: deploy refuses another one by name
+    ten_classes = resolve_target(TINY, space="cifar32", num_classes=10, resolution=8)
     with pytest.raises(HwnasError, match="num_classes=2"):
-        load_weights(build_module(resolve_target(TINY, space="cifar32", num_classes=10, resolution=8)),
-                     tmp_path / "run" / "model.pt", resolve_target(TINY, space="cifar32", num_classes=10,
-                                                                   resolution=8))
+        load_weights(build_module(ten_classes), tmp_path / "run" / "model.pt", ten_classes)
 
 
 def test_cli_trains_a_cifar_layout_and_prints_json_and_a_table(tmp_path):
