@@ -136,6 +136,32 @@ def _evaluate(model: nn.Module, loader: DataLoader, acc: Accelerator) -> tuple[f
     return loss / seen, 100.0 * correct / seen
 
 
+def _train_epoch(model: nn.Module, loader: DataLoader, optimizer, scaler, criterion, acc: Accelerator,
+                 recipe: Recipe, step: int, steps_per_epoch: int,
+                 report: Callable[[int, float], None]) -> tuple[float, float, float]:
+    """One pass over the training loader from global step ``step``: (last lr, mean loss, top-1 %)."""
+    model.train()
+    loss_sum, correct, seen, lr = 0.0, 0, 0, float("nan")
+    for images, labels in loader:
+        lr = recipe.lr_at(step, steps_per_epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        images, labels = acc.batch(images, labels)
+        with acc.autocast():
+            logits = model(images)
+            loss = criterion(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        loss_sum += loss.item() * len(labels)
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+        step += 1
+        report(step, loss_sum / seen)
+    return lr, loss_sum / seen, 100.0 * correct / seen
+
+
 def _save(path: Path, state: dict) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
@@ -194,40 +220,27 @@ def train_network(config: TrainConfig, out: str | Path, *, resume: bool = False,
     for epoch in range(len(rows), recipe.epochs):
         start = time.perf_counter()
         torch.manual_seed(config.seed * EPOCH_SEED_STRIDE + epoch)
-        model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        step = epoch * steps_per_epoch
-        val_top1 = rows[-1]["val_top1"] if rows else None
-        for images, labels in _loader(data.train, config, True, epoch, acc.cuda):
-            lr = recipe.lr_at(step, steps_per_epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images, labels = acc.batch(images, labels)
-            with acc.autocast():
-                logits = model(images)
-                loss = criterion(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += loss.item() * len(labels)
-            correct += (logits.argmax(1) == labels).sum().item()
-            seen += len(labels)
-            step += 1
+        last_top1 = rows[-1]["val_top1"] if rows else None
+
+        def report(step: int, loss: float) -> None:  # called within this epoch only
             if progress is not None:
-                progress(Progress(step, total, epoch + 1, recipe.epochs, loss_sum / seen, val_top1))
-        if not math.isfinite(loss_sum):
+                progress(Progress(step, total, epoch + 1, recipe.epochs, loss, last_top1))
+
+        lr, train_loss, train_top1 = _train_epoch(model, _loader(data.train, config, True, epoch, acc.cuda),
+                                                  optimizer, scaler, criterion, acc, recipe,
+                                                  epoch * steps_per_epoch, steps_per_epoch, report)
+        if not math.isfinite(train_loss):
             raise HwnasError(f"training diverged in epoch {epoch + 1} (non-finite loss); lower --lr")
         val_loss, val_top1 = _evaluate(model, _loader(data.val, config, False, epoch, acc.cuda), acc)
-        rows.append({"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen,
-                     "train_top1": 100.0 * correct / seen, "val_loss": val_loss, "val_top1": val_top1,
-                     "seconds": round(time.perf_counter() - start, 3)})
+        rows.append({"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_top1": train_top1,
+                     "val_loss": val_loss, "val_top1": val_top1, "seconds": round(time.perf_counter() - start, 3)})
         _save(out / CHECKPOINT, {"version": CHECKPOINT_VERSION, "config": config.record(), "model": model.state_dict(),
                                  "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rows": rows,
                                  "num_classes": len(data.classes), "resolution": config.resolution})
         _write_metrics(out, rows)
         if progress is not None:
-            progress(Progress(step, total, epoch + 1, recipe.epochs, loss_sum / seen, val_top1, epoch_saved=True))
+            progress(Progress((epoch + 1) * steps_per_epoch, total, epoch + 1, recipe.epochs, train_loss, val_top1,
+                              epoch_saved=True))
 
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     _save(out / WEIGHTS, {"state_dict": weights, "num_classes": len(data.classes), "resolution": config.resolution,
