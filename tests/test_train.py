@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -180,9 +181,10 @@ class _Stop(Exception):
     pass
 
 
-def test_resume_equals_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_equals_an_uninterrupted_run(tmp_path, workers):
     data = image_folder(tmp_path / "toy")
-    cfg = config(data, epochs=3)
+    cfg = dataclasses.replace(config(data, epochs=3), workers=workers)  # loader processes draw seeded too
     train_network(cfg, tmp_path / "whole")
 
     def stop_in_epoch_two(p: Progress) -> None:
