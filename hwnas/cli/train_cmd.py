@@ -97,7 +97,8 @@ class _Bar:
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
 @click.option("--out", default="runs/train", show_default=True, type=click.Path(file_okay=False),
               help="Output folder: checkpoint.pt, metrics.csv, model.pt, result.json.")
-@click.option("--resume", is_flag=True, help="Continue the run checkpointed in --out (same settings; starts one if --out has none).")
+@click.option("--resume", is_flag=True,
+              help="Continue the run checkpointed in --out (same settings; starts one if --out has none).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print result.json.")
 def train_cmd(arch, data, dataset, epochs, batch_size, resolution, space, lr, weight_decay, label_smoothing,
