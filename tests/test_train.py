@@ -64,8 +64,9 @@ def cifar_layout(root: Path, dataset: str = "cifar10", per_batch: int = 4) -> tu
     for name in files:
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         labels = rng.integers(0, classes, per_batch).tolist()
-        with open(root / name, "wb") as f:
-            pickle.dump({b"data": data, key: labels, b"batch_label": b"x"}, f)
+        # protocol 2 naming numpy.core, as the official files (pickled by Python 2's numpy) do
+        batch = pickle.dumps({b"data": data, key: labels, b"batch_label": b"x"}, protocol=2)
+        (root / name).write_bytes(batch.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
         if "test" not in name:
             train_pixels.append(data)
             train_labels += labels

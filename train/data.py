@@ -103,7 +103,7 @@ class _ArraysOnly(pickle.Unpickler):
 
     _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
                 ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-                ("numpy._core.multiarray", "scalar")}
+                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}  # protocol-2 pickles wrap bytes
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self._ALLOWED:
