@@ -12,7 +12,10 @@ from hwnas.errors import HwnasError
 
 
 def _resolve_arch(source: str, space: str | None) -> dict:
-    """Space, structure text, SE and default resolution of a zoo name, a structure, a file or a search run folder."""
+    """Space, structure text, SE and default resolution of a zoo name, a structure, a file or a search run folder.
+
+    Stands in for the one shared architecture resolver of issue 14, which replaces it when both land.
+    """
     from hwnas.models import zoo
     from hwnas.models.spaces.base import get_space
     from hwnas.models.structure import read_first_line
@@ -29,6 +32,8 @@ def _resolve_arch(source: str, space: str | None) -> dict:
             config = json.loads((path / "config.json").read_text())
         except (OSError, ValueError) as err:
             raise HwnasError(f"{path / 'config.json'}: cannot read the search config ({err})") from None
+        if not isinstance(config, dict):
+            raise HwnasError(f"{path / 'config.json'}: expected a JSON object, as a search writes")
         text = read_first_line(path / "best.txt")
         found = {k: config[k] for k in ("space", "resolution", "use_se") if config.get(k) is not None}
     elif path.is_file():
