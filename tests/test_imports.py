@@ -18,6 +18,7 @@ RULES = {
     "models": ("hwnas.models", ("hwnas.latency", "hwnas.search", "hwnas.deploy")),
     "latency": ("hwnas.latency", ("hwnas.search", "hwnas.deploy")),
     "deploy": ("hwnas.deploy", ("hwnas.search",)),
+    "train": ("hwnas.train", ("hwnas.latency", "hwnas.search", "hwnas.deploy")),
 }
 
 

@@ -15,8 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # source folder -> import package (pyproject's package-dir mapping)
 PACKAGE_DIRS = {"hwnas": "hwnas", "models": "hwnas.models", "latency": "hwnas.latency", "search": "hwnas.search",
-                "deploy": "hwnas.deploy",
-                "profiles": "hwnas.profiles"}
+                "deploy": "hwnas.deploy", "train": "hwnas.train", "profiles": "hwnas.profiles"}
 DATA_DIRS = ["models/data", "profiles"]
 
 
