@@ -25,7 +25,6 @@ from operator import attrgetter, itemgetter
 import numpy as np
 
 from hwnas.errors import ProfileError
-from hwnas.latency.kernels import Part
 from hwnas.latency.part_table import PartTable, is_misaligned, misaligned, op_shape, part_params
 
 WIDTH = 6  # columns of a row: the Features fields
@@ -118,14 +117,23 @@ class BlockRows:
     def of_one(self, arch) -> list[int]:
         """The rows of one network's blocks, then its head (the one-at-a-time path of :meth:`of_many`)."""
         self._start_over_if_full()
-        id_get, new, first_new = self._id_code.get, [], len(self.times)
+        id_code, new, first_new = self._id_code, [], len(self.times)
+        id_get, row_at, block_key = id_code.get, self._row_at, self.kernels.block_key
         rows: list[int] = []
         h = self.resolution
         for b in arch.blocks:
             code = id_get(id(b), -1)
-            if code & _SIZE_MASK != h:
-                code = self._codes_by_value([b], h, first_new, new)[0]
-                self._id_code[id(b)] = code
+            if code & _SIZE_MASK != h:  # by value (as _codes_by_value, inline: the one-at-a-time hot path)
+                index = row_at.get(h)
+                if index is None:
+                    index = row_at[h] = {}
+                key = block_key(b)
+                r = index.get(key)
+                if r is None:
+                    r = index[key] = first_new + len(new)
+                    new.append((b, h))
+                code = id_code[id(b)] = r << _ROW_SHIFT | (b.stride == 2) << _SIZE_BITS | h
+                self._id_blocks.append(b)
             rows.append(code >> _ROW_SHIFT)
             h = (h - 1) // b.stride + 1
         key = (b.out_channels, h)
@@ -241,8 +249,7 @@ class BlockRows:
         else:
             for j in blocks:
                 b, h = keys[j]
-                new[j] = terms.of_parts((w, Part(op, cin, cout, size, stride))
-                                        for w, op, cin, cout, size, stride in kernels.weighted_kernels(b, h))
+                new[j] = terms.of_parts(kernels.weighted_parts(b, h))
         for j, key in enumerate(keys):
             if len(key) == 3:
                 new[j] = terms.of_parts([(1.0, kernels.head_part(key[1], key[2]))])

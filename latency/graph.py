@@ -75,7 +75,8 @@ def graph_table(space, settings: dict, progress: bool = False) -> pd.DataFrame:
     batch = int(settings.get("batch", 1))
     kernels = kernels_for(space)
     for arch in tqdm(space.all_archs(), disable=not progress, desc="optimized graphs", unit="net"):
-        rows.append({"arch": space.format(arch), **optimized_op_counts(kernels.onnx_network(arch, batch=batch), threads)})
+        graph = kernels.onnx_network(arch, batch=batch)
+        rows.append({"arch": space.format(arch), **optimized_op_counts(graph, threads)})
     table = pd.DataFrame(rows).fillna(0)
     ops = sorted(c for c in table.columns if c != "arch")
     return table[["arch"] + ops].astype({op: "int64" for op in ops}).sort_values("arch").reset_index(drop=True)

@@ -1,4 +1,5 @@
-"""Measured kernel times per position, interpolated in width (the grids of :class:`~hwnas.latency.part_table.PartTable`).
+"""Measured kernel times per position, interpolated in width (the grids of a
+:class:`~hwnas.latency.part_table.PartTable`).
 
 A kernel's batch time is interpolated bilinearly in (log in-width, log
 out-width) over the measured width grid of its position (kernel op, stride,

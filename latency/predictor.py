@@ -48,7 +48,8 @@ class Predictor:
             raise ProfileError(f"profile {profile.name}: unknown calibration form {self.form!r}")
         if self.form is not None and cal.get("predictor_version", PREDICTOR_VERSION) != PREDICTOR_VERSION:
             raise ProfileError(f"profile {profile.name}: calibrated for predictor version "
-                               f"{cal.get('predictor_version')}, this hwnas has {PREDICTOR_VERSION}; re-run profile-device")
+                               f"{cal.get('predictor_version')}, this hwnas has {PREDICTOR_VERSION}; "
+                               "re-run profile-device")
         self.terms = Terms(self.table, channel_block(profile.metadata), self.batch, profile.precision)
         self._graph = None
         if self.form is not None and "graph" in FORM_FEATURES[self.form]:

@@ -135,14 +135,15 @@ class ZenNASKernels(Decomposition):
         sub-layers."""
         return [k[:6] for k in kernel_specs(block, resolution, use_se and block.is_residual, sub_layers) if k[6]]
 
-    def weighted_kernels(self, block: Block, resolution: int) -> list[tuple]:
-        """The kernels of one block as ``(weight, op, cin, cout, resolution, stride)``: those of its first two
-        sub-layers only, every sub-layer after the first being the same (the second one's count L − 1 times)."""
+    def weighted_parts(self, block: Block, resolution: int) -> list[tuple[float, Part]]:
+        """The parts of one block as ``(weight, part)``: those of its first two sub-layers only, every
+        sub-layer after the first being the same (the second one's count L − 1 times)."""
         later = float(block.sub_layers - 1)
-        return [(1.0 if sub == 0 else later, *k) for sub, *k in self.block_kernels(block, resolution, sub_layers=2)]
+        return [(1.0 if sub == 0 else later, Part(op, cin, cout, size, stride))
+                for sub, op, cin, cout, size, stride in self.block_kernels(block, resolution, sub_layers=2)]
 
     def kernel_columns(self, keys: list[tuple], sizes: np.ndarray) -> tuple:
-        """:meth:`weighted_kernels` of many blocks (:func:`block_fields` keys at input sizes ``sizes``) at once,
+        """:meth:`weighted_parts` of many blocks (:func:`block_fields` keys at input sizes ``sizes``) at once,
         as columns: ``(owner, weight, ops, code, cin, cout, size, stride)``, one entry per kernel; ``owner``
         is the index of its block in ``keys``, ``code`` its op's index in ``ops``.
 
@@ -185,7 +186,8 @@ class ZenNASKernels(Decomposition):
                 for column, value in ((cin, ci), (cout, co), (size, sz), (stride, st)):
                     column.append(value if isinstance(value, np.ndarray) else np.full(len(own), value, dtype=np.int64))
         return (np.concatenate(owner), np.concatenate(weight), list(names),
-                np.repeat(np.array(code, dtype=np.int64), counts), *(np.concatenate(c) for c in (cin, cout, size, stride)))
+                np.repeat(np.array(code, dtype=np.int64), counts),
+                *(np.concatenate(c) for c in (cin, cout, size, stride)))
 
     def block_parts(self, block: Block, resolution: int, use_se: bool = False) -> list[Part]:
         """The kernels of one block on a ``resolution``² input, in forward order."""
