@@ -2,7 +2,7 @@
 
 Files:
 
-- ``table.parquet``: one row per measured part (the :class:`~hwnas.models.spaces.base.Part`
+- ``table.parquet``: one row per measured part (the :class:`~hwnas.latency.kernels.base.Part`
   fields) with ``median_ms``, ``p10_ms``, ``p90_ms``, ``repeats`` (batch times,
   drift-corrected, see :mod:`hwnas.latency.profiler`) and ``raw_median_ms``.
 - ``graph.parquet`` (finite spaces profiled with ONNX Runtime on CPU only): the

@@ -2,8 +2,9 @@
 
 A space turns text into architectures and back, builds torch modules, counts
 them, samples and mutates them (how a network splits into timed parts is
-latency's concern: :mod:`hwnas.latency.kernels`). Adding a space is one new file that defines a class with
-these methods and decorates it with ``@register_space``.
+latency's concern: :mod:`hwnas.latency.kernels`). Adding a space is one new
+file that defines a class with these methods and decorates it with
+``@register_space``.
 """
 
 from __future__ import annotations
