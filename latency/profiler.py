@@ -304,8 +304,8 @@ def _calibration(profile: Profile, space, nets: list[dict]) -> dict:
     bare = Profile(table=profile.table, metadata={**profile.metadata, "calibration": {}}, graph=profile.graph)
     pred = Predictor(bare)
     archs = [space.parse(n["arch"]) for n in nets]
-    features = [pred.features(a) for a in archs]
-    F = np.array(features, dtype=float)
+    network_features = [pred.features(a) for a in archs]
+    F = np.array(network_features, dtype=float)
     x = graph_ops = None
     if profile.graph is not None:
         from hwnas.latency.graph import GraphFeatures
@@ -315,7 +315,7 @@ def _calibration(profile: Profile, space, nets: list[dict]) -> dict:
     cal = fit_calibration(F, np.array([n["measured_batch_ms"] for n in nets]), x=x)
     if graph_ops is not None:
         cal["graph_ops"] = graph_ops
-    for n, f in zip(nets, features):
+    for n, f in zip(nets, network_features):
         n.update(f._asdict())
     cal["networks"] = nets
     return cal
