@@ -25,7 +25,7 @@ from operator import attrgetter, itemgetter
 import numpy as np
 
 from hwnas.errors import ProfileError
-from hwnas.latency.part_table import PartTable, is_misaligned, misaligned, op_shape, part_params
+from hwnas.latency.part_table import PartTable, misaligned, op_shape
 
 WIDTH = 6  # columns of a row: the Features fields
 # Block codes: row << 21 | (stride 2) << 20 | input size; head codes: row << 20 | size.
@@ -54,13 +54,15 @@ class Terms:
         ms_of, block, per_elem = self.table.ms, self.block, self.mb_per_elem
         for w, part in weighted:
             ms = ms_of(part)
-            handed = part.cin * part.resolution * part.resolution * per_elem
+            cin, cout, size = part.cin, part.cout, part.resolution
+            dense, square, depthwise = op_shape(part.op)
+            handed = cin * size * size * per_elem
             total += w * ms
             mb += w * handed
             mb2 += w * handed * handed
-            params += w * part_params(part)
+            params += w * square * (cout if depthwise else cin * cout)  # a part's weights
             n += w
-            if is_misaligned(part, block):
+            if misaligned(dense, cin, cout, block):
                 mis += w * ms
         return total, mb, n, mis, params * self.mb_per_param, mb2
 
@@ -70,7 +72,7 @@ class Terms:
         ms = self.table.coded_ms(ops, code, cin, cout, size, stride)
         dense, square, depthwise = (np.array(c)[code] for c in zip(*map(op_shape, ops)))
         mis = misaligned(dense, cin, cout, self.block)
-        params = square * np.where(depthwise, cout, cin * cout)  # part_params on columns
+        params = square * np.where(depthwise, cout, cin * cout)  # the parts' weights
         handed = (cin * size * size) * self.mb_per_elem
         out = np.empty((n, WIDTH))
         out[:, 0] = np.bincount(owner, weight * ms, minlength=n)

@@ -43,9 +43,9 @@ def part_features(part: Part) -> tuple[float, float, float]:
 
 @lru_cache(maxsize=None)
 def op_shape(op: str) -> tuple[bool, int, bool]:
-    """(dense convolution, weights per (in, out) channel pair, depthwise) of a part op: a part's weights
-    (:func:`part_params`) are that × (cout if depthwise else cin × cout); k² for a k×k kernel, 1 for the head's
-    classifier, 0 for other ops."""
+    """(dense convolution, weights per (in, out) channel pair, depthwise) of a part op: a part's weights are
+    that × (cout if depthwise else cin × cout); k² for a k×k kernel, 1 for the head's classifier, 0 for other
+    ops."""
     if op == "head":
         return False, 1, False
     spec = conv_spec(Part(op, 1, 1, 1))
@@ -55,21 +55,10 @@ def op_shape(op: str) -> tuple[bool, int, bool]:
     return not depthwise, spec[0] * spec[0], depthwise
 
 
-def part_params(part: Part) -> int:
-    """Weights of one part (a convolution kernel or the head's classifier; 0 for other ops)."""
-    _, square, depthwise = op_shape(part.op)
-    return square * (part.cout if depthwise else part.cin * part.cout)
-
-
 def misaligned(dense, cin, cout, block: int):
     """The misalignment rule, on scalars or numpy arrays: a dense convolution (``dense``) whose channel
     counts are not multiples of ``block`` (a 3-channel input, the stem, does not count)."""
     return dense & (cin > 3) & ((cin % block != 0) | (cout % block != 0))
-
-
-def is_misaligned(part: Part, block: int) -> bool:
-    """Whether a part is a dense convolution with channel counts that are not multiples of ``block``."""
-    return bool(misaligned(op_shape(part.op)[0], part.cin, part.cout, block))
 
 
 def channel_block(metadata: dict) -> int:

@@ -10,7 +10,8 @@ from hwnas.errors import ProfileError
 from hwnas.latency import fit_calibration
 from hwnas.latency.calibration import FEATURES, _fit, apply_calibration
 from hwnas.latency.kernels import Part, kernels_for
-from hwnas.latency.part_table import PartTable, _group_key, part_features, part_params
+from hwnas.latency.block_rows import Terms
+from hwnas.latency.part_table import PartTable, _group_key, part_features
 from hwnas.models.spaces.base import get_space
 from hwnas.models.units import block_units, out_size
 
@@ -186,6 +187,23 @@ def test_weights_calibration_recovers_known_coefficients():
     assert "weights" not in fit_calibration(_features(s, b, n), y)["forms"]  # no weights: no weights forms
 
 
+def _terms_of_one(part, block=16):
+    """The features of one part at 1 ms (fp32, batch 1), as the predictor sums them."""
+    class OneMs:
+        def ms(self, part):
+            return 1.0
+
+    return Terms(OneMs(), block, 1, "fp32").of_parts([(1.0, part)])
+
+
+def part_params(part):
+    return round(_terms_of_one(part)[4] / 4e-6)  # weight MB at 4 bytes per weight
+
+
+def is_misaligned(part, block):
+    return _terms_of_one(part, block)[3] > 0  # misaligned ms
+
+
 def test_part_params_equal_the_built_parts_weights():
     # independent: the weights of the part as the space builds it (convolution and classifier weights; the BN
     # folds into the convolution at inference and its few parameters are not part of the term)
@@ -233,8 +251,6 @@ def test_nb201_grid_holds_every_part_exactly():
 
 
 def test_misaligned_kernels_by_hand():
-    from hwnas.latency.part_table import is_misaligned
-
     assert is_misaligned(Part("conv3", 64, 24, 14, 1), 16) and not is_misaligned(Part("conv3", 64, 24, 14, 1), 8)
     assert is_misaligned(Part("proj", 40, 64, 14, 2), 16)
     assert not is_misaligned(Part("conv1", 64, 32, 14, 1), 16)
