@@ -8,9 +8,9 @@ import pytest
 
 from hwnas.errors import ProfileError
 from hwnas.latency import fit_calibration
+from hwnas.latency.block_rows import Terms
 from hwnas.latency.calibration import FEATURES, _fit, apply_calibration
 from hwnas.latency.kernels import Part, kernels_for
-from hwnas.latency.block_rows import Terms
 from hwnas.latency.part_table import PartTable, _group_key, part_features
 from hwnas.models.spaces.base import get_space
 from hwnas.models.units import block_units, out_size
@@ -503,3 +503,33 @@ def test_new_blocks_in_columns_and_one_by_one_agree(columns_from):
     generic = np.array([_generic_ms(pred, space, a) for a in archs])
     got = np.concatenate([pred.predict_many(archs[i:i + 30]) for i in range(0, len(archs), 30)])
     np.testing.assert_allclose(got, generic, rtol=1e-9, atol=0)
+
+
+def test_depthwise_blocks_rows_one_by_one_and_in_columns_equal_the_generic_path():
+    # Inverted-residual blocks (depthwise kernels) with widths that are not multiples of the SIMD block, on
+    # the full grid, under a misaligned form: the cached rows, expanded one by one and in columns, agree with
+    # the per-part sum (a depthwise kernel is never a misaligned dense convolution).
+    from hwnas.latency import Predictor, Profile
+    from hwnas.models.structure import parse
+
+    space = get_space("imagenet224")
+    grid = list(kernels_for(space).grid_parts("full"))
+    values = [1e-3 + part_features(p)[0] * 1e-8 * (1.5 if p.cin % 16 or p.cout % 16 else 1) for p in grid]
+    meta = {"name": "synthetic", "space": "imagenet224", "resolution": 224, "backend": "onnxruntime",
+            "settings": {"batch": 1, "precision": "fp32"}, "device": {"name": "none", "simd": ["avx512f"]},
+            "calibration": {"form": "misaligned_boundary", "coef": [0.9, 0.3, -0.01, 0.05], "predictor_version": 2}}
+    idw = parse("SuperConvK3BNRELU(3,24,2,1)SuperResIDWE4K5(24,40,2,24,2)SuperResIDWE2K3(40,72,2,40,3)"
+                "SuperResIDWE6K7(72,136,2,72,2)SuperResIDWE1K5(136,264,2,136,1)SuperConvK1BNRELU(264,520,1,1)")
+    rng = random.Random(6)
+    archs = [idw]
+    while len(archs) < 40:
+        archs.append(space.mutate(rng.choice(archs), rng))
+    for columns_from in (1, 10**9):
+        pred = Predictor(Profile(table=_table(grid, values), metadata=meta))
+        pred.rows.columns_from = columns_from
+        generic = np.array([_generic_ms(pred, space, a) for a in archs])
+        assert any(_generic_terms(pred, a)[3] > 0 for a in archs)  # misaligned time is part of the check
+        np.testing.assert_allclose(pred.predict_many(archs), generic, rtol=1e-9, atol=0)
+        fresh = Predictor(Profile(table=_table(grid, values), metadata=meta))
+        fresh.rows.columns_from = columns_from
+        np.testing.assert_allclose([fresh.predict_ms(a) for a in archs], generic, rtol=1e-9, atol=0)
