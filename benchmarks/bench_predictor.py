@@ -39,8 +39,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from hwnas.latency.predictor import Predictor
-    from hwnas.latency.profile import Profile
+    from hwnas.latency import Predictor, Profile
     from hwnas.models.spaces.base import get_space
 
     profile = Profile.load(args.profile)

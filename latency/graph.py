@@ -17,7 +17,7 @@ Two kinds of features, both exact and cheap:
 
 - ``graph_counts``: the number of nodes of each operator type in the graph
   ONNX Runtime optimizes from the network (built directly by the space's
-  ``onnx_network``, in ~15 ms with the optimization, where exporting from
+  decomposition, ``onnx_network``, in ~15 ms with the optimization, where exporting from
   torch takes most of a second). Computed for every architecture of the space
   when the profile is measured, with the profile's ONNX Runtime and settings,
   and stored in the profile (``graph.parquet``).
@@ -28,7 +28,6 @@ Two kinds of features, both exact and cheap:
 from __future__ import annotations
 
 import collections
-import itertools
 import tempfile
 from pathlib import Path
 
@@ -36,12 +35,13 @@ import numpy as np
 import pandas as pd
 
 from hwnas.errors import ProfileError
+from hwnas.latency.kernels import kernels_for
 
 
 def supports_graph_features(space, backend: str, settings: dict) -> bool:
-    """Whether a profile of ``space`` on this backend gets graph features (finite spaces with an ONNX builder,
-    ONNX Runtime on CPU)."""
-    return (hasattr(space, "onnx_network") and hasattr(space, "all_archs") and backend == "onnxruntime"
+    """Whether a profile of ``space`` on this backend gets graph features (finite spaces whose decomposition
+    builds ONNX graphs, ONNX Runtime on CPU)."""
+    return (kernels_for(space).builds_onnx and hasattr(space, "all_archs") and backend == "onnxruntime"
             and settings.get("device", "cpu") == "cpu")
 
 
@@ -73,31 +73,22 @@ def graph_table(space, settings: dict, progress: bool = False) -> pd.DataFrame:
     rows = []
     threads = int(settings.get("threads", 1))
     batch = int(settings.get("batch", 1))
+    kernels = kernels_for(space)
     for arch in tqdm(space.all_archs(), disable=not progress, desc="optimized graphs", unit="net"):
-        rows.append({"arch": space.format(arch), **optimized_op_counts(space.onnx_network(arch, batch=batch), threads)})
+        graph = kernels.onnx_network(arch, batch=batch)
+        rows.append({"arch": space.format(arch), **optimized_op_counts(graph, threads)})
     table = pd.DataFrame(rows).fillna(0)
     ops = sorted(c for c in table.columns if c != "arch")
     return table[["arch"] + ops].astype({op: "int64" for op in ops}).sort_values("arch").reset_index(drop=True)
 
 
-def fanout_features(cell) -> list[float]:
-    """One-hot, per cell node, of the multiset of operations on the edges that leave it."""
-    from hwnas.models.spaces.nb201 import EDGES, OPS
-
-    out: list[float] = []
-    for src in sorted({s for s, _ in EDGES}):
-        ops = tuple(sorted(op for op, (s, _) in zip(cell.ops, EDGES) if s == src))
-        choices = list(itertools.combinations_with_replacement(sorted(OPS), len(ops)))
-        out += [float(ops == c) for c in choices]
-    return out
-
-
 class GraphFeatures:
     """The extra calibration features of an architecture: its graph counts (from the profile's table, in the
-    operator order ``ops``) followed by its fan-out features."""
+    operator order ``ops``) followed by its fan-out features (from the space's decomposition)."""
 
     def __init__(self, space, table: pd.DataFrame, ops: list[str] | None = None):
         self.space = space
+        self._fanout = kernels_for(space).fanout_features
         self.ops = list(ops) if ops is not None else sorted(c for c in table.columns if c != "arch")
         missing = [op for op in self.ops if op not in table.columns]
         if missing:
@@ -112,4 +103,4 @@ class GraphFeatures:
             raise ProfileError(f"architecture {key} is not in the profile's graph table (was the profile measured "
                                f"for space {self.space.name}?)")
         cell = self.space.parse(key) if isinstance(arch, str) else arch
-        return np.concatenate([row, fanout_features(cell)])
+        return np.concatenate([row, self._fanout(cell)])

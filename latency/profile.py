@@ -2,7 +2,7 @@
 
 Files:
 
-- ``table.parquet``: one row per measured part (the :class:`~hwnas.models.spaces.base.Part`
+- ``table.parquet``: one row per measured part (the :class:`~hwnas.latency.kernels.base.Part`
   fields) with ``median_ms``, ``p10_ms``, ``p90_ms``, ``repeats`` (batch times,
   drift-corrected, see :mod:`hwnas.latency.profiler`) and ``raw_median_ms``.
 - ``graph.parquet`` (finite spaces profiled with ONNX Runtime on CPU only): the
@@ -38,6 +38,7 @@ from hwnas.latency import device as device_mod
 
 SCHEMA_VERSION = 1
 GRAPH_FILE = "graph.parquet"
+NETWORK_OP = "network"  # a table row that is a whole network (its architecture string in ``extra``)
 PART_COLUMNS = ["op", "cin", "cout", "resolution", "stride", "mid", "first", "se", "extra"]
 VALUE_COLUMNS = ["median_ms", "p10_ms", "p90_ms", "repeats", "raw_median_ms"]
 REQUIRED_METADATA = ["schema_version", "name", "space", "backend", "settings", "device", "versions", "date",
@@ -207,6 +208,14 @@ class Profile:
                             "--profile)")
         if problems:
             raise ProfileError(f"profile {self.name} does not fit: {'; '.join(problems)}")
+
+    def network_table(self) -> dict[str, float] | None:
+        """Architecture string → batch ms when the table holds whole networks (an imported profile such as
+        HW-NAS-Bench's), else None (a table of parts)."""
+        rows = self.table
+        if rows.empty or not (rows.op == NETWORK_OP).all():
+            return None
+        return dict(zip(rows.extra.tolist(), rows.median_ms.astype(float).tolist()))
 
     # I/O
     @classmethod

@@ -2,7 +2,7 @@
 
 Procedure (one backend, fixed settings):
 
-1. Enumerate the grid's parts (``space.grid_parts(grid)``), in a fixed order.
+1. Enumerate the grid's parts (``kernels_for(space).grid_parts(grid)``), in a fixed order.
 2. Measure each part in isolation (warm-up, median over repeats, p10/p90); a
    part whose p10-p90 band is wider than 15% of its median is measured again
    and the tighter of the two kept. Every ``REF_EVERY`` parts a fixed
@@ -14,7 +14,7 @@ Procedure (one backend, fixed settings):
    across networks, in ``PASSES`` passes over all of them (:func:`measure_networks`;
    a network's batch time is the 10th percentile of its samples in its fastest
    pass, :func:`hwnas.latency.timing.network_ms`), and fit the calibration on them
-   (:func:`hwnas.latency.predictor.fit_calibration`).
+   (:func:`hwnas.latency.calibration.fit_calibration`).
 
 Resumable: every result is appended to ``<out>/journal.jsonl`` (one JSON
 line, flushed and fsynced) as soon as it is measured; a rerun with the same
@@ -41,9 +41,10 @@ from hwnas.errors import HwnasError, ProfileError
 from hwnas.latency import device as device_mod
 from hwnas.latency.backends import get_backend
 from hwnas.latency.profile import PART_COLUMNS, Profile
+from hwnas.latency.kernels import Part, kernels_for
 from hwnas.latency.timing import (CHUNK, NETWORK_TIMING, PASSES, Measurement, Progress, fastest_pass,
                                   measure_networks, network_ms, pass_order)
-from hwnas.models.spaces.base import Part, get_space
+from hwnas.models.spaces.base import get_space
 
 REF_EVERY = 25
 RESPREAD = 0.15
@@ -52,14 +53,6 @@ RESPREAD = 0.15
 NETWORKS = 240
 # ... and where the graph form applies (it has ~70 coefficients): 400 reached 100% within ±10% in 10-fold CV.
 GRAPH_NETWORKS = 500
-# Size range of the networks sampled for calibration and validation, per space:
-# (counted quantity, low, high). The 224 range is a phone-class CPU target's.
-SIZE_RANGES = {
-    "imagenet224": ("flops", 50e6, 1.5e9),
-    "cifar32": ("params", 0.1e6, 2.5e6),
-}
-
-
 WALK_STEPS = (24, 300)  # range of random-walk lengths of the sampled structure networks (log-uniform)
 
 
@@ -74,7 +67,7 @@ def _part_from_key(key: str) -> Part:
 def sample_networks(space, n: int, seed: int) -> list:
     """``n`` distinct random architectures spread evenly (in log size) over the space's size range."""
     rng = random.Random(seed)
-    rule = SIZE_RANGES.get(space.name)
+    rule = kernels_for(space).size_range  # (counted quantity, low, high)
     if rule is None:  # a finite cell space: plain uniform samples
         seen, out = set(), []
         for _ in range(n * 50):
@@ -155,7 +148,7 @@ class Journal:
 
 
 def _reference_part(parts: list[Part]) -> Part:
-    from hwnas.latency.predictor import part_features
+    from hwnas.latency.part_table import part_features
 
     macs = [part_features(p)[0] for p in parts]
     order = np.argsort(macs)
@@ -172,13 +165,14 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
     from hwnas.latency.graph import supports_graph_features
 
     space = get_space(space_name)
+    kernels = kernels_for(space)
     dev = device_mod.identity(settings.get("device", "cpu"), gpu)
     backend = get_backend(backend_name, **settings)
     if networks is None:
         networks = GRAPH_NETWORKS if supports_graph_features(space, backend_name, backend.settings) else NETWORKS
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    grid_parts = list(dict.fromkeys(parts if parts is not None else space.grid_parts(grid)))
+    grid_parts = list(dict.fromkeys(parts if parts is not None else kernels.grid_parts(grid)))
     if not grid_parts:
         raise ProfileError(f"space {space_name} has no parts on grid {grid!r}")
     header = {"space": space_name, "backend": backend_name, "settings": backend.settings, "grid": grid,
@@ -206,13 +200,13 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
         if deadline is not None and time.monotonic() > deadline:
             return None
         if since_ref >= REF_EVERY:
-            module, shape = space.build_part(ref)
+            module, shape = kernels.build_part(ref)
             t = time.monotonic()
             m = backend.measure_module(module, shape)
             journal.append({"kind": "ref", "key": _key(ref), "median_ms": m.median_ms, "seconds": time.monotonic() - t})
             since_ref = 0
         t = time.monotonic()
-        module, shape = space.build_part(obj)
+        module, shape = kernels.build_part(obj)
         m = backend.measure_module(module, shape)
         if m.spread > RESPREAD:
             again = backend.measure_module(module, shape)
@@ -295,12 +289,14 @@ def _finalize(space, backend, dev, grid, journal: Journal, out: Path, seed: int,
 
 def _calibration(profile: Profile, space, nets: list[dict]) -> dict:
     """Fit the calibration of ``profile`` (its table and graph table) on measured whole networks."""
-    from hwnas.latency.predictor import Predictor, fit_calibration
+    from hwnas.latency.calibration import fit_calibration
+    from hwnas.latency.predictor import Predictor
 
     bare = Profile(table=profile.table, metadata={**profile.metadata, "calibration": {}}, graph=profile.graph)
     pred = Predictor(bare)
     archs = [space.parse(n["arch"]) for n in nets]
-    F = np.array([pred.features(a) for a in archs], dtype=float)
+    network_features = [pred.features(a) for a in archs]
+    F = np.array(network_features, dtype=float)
     x = graph_ops = None
     if profile.graph is not None:
         from hwnas.latency.graph import GraphFeatures
@@ -310,8 +306,8 @@ def _calibration(profile: Profile, space, nets: list[dict]) -> dict:
     cal = fit_calibration(F, np.array([n["measured_batch_ms"] for n in nets]), x=x)
     if graph_ops is not None:
         cal["graph_ops"] = graph_ops
-    for n, (s, b, k, m, w, b2) in zip(nets, F.tolist()):
-        n.update(raw_sum_ms=s, boundary_mb=b, parts=int(k), misaligned_ms=m, weight_mb=w, boundary_mb2=b2)
+    for n, f in zip(nets, network_features):
+        n.update(f._asdict())
     cal["networks"] = nets
     return cal
 

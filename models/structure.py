@@ -35,26 +35,6 @@ BOTTLENECK = "bottleneck"  # SuperResK1K{k}K1: bottleneck units (ResNet-50 style
 INVERTED = "inverted"  # SuperResIDWE{e}K{k}: inverted residual units (MobileNetV2 style), two per sub-layer
 
 KERNELS = {CONV: (1, 3, 5, 7), BASIC: (3, 5, 7), BOTTLENECK: (3, 5, 7), INVERTED: (3, 5, 7)}
-_KIND_INDEX = {CONV: 1, BASIC: 2, BOTTLENECK: 3, INVERTED: 4}
-KINDS = (None, CONV, BASIC, BOTTLENECK, INVERTED)  # by the index a block key holds
-# Block.key: the block's fields packed into one int below 2**63, first field in the highest bits; a field is
-# stored as value + 1 (0: None), the kind as its index in KINDS. Wide enough for every parsable block.
-KEY_LAYOUT = (("kind", 3), ("kernel", 4), ("in_channels", 14), ("out_channels", 14), ("stride", 2),
-              ("sub_layers", 8), ("mid", 14), ("expansion", 3))
-
-
-def unpack_keys(keys) -> dict:
-    """The fields of many :attr:`Block.key` values (a numpy int64 array) as numpy columns by field name
-    (``kind`` as its index in :data:`KINDS`; 0 for a field that is None)."""
-    import numpy as np
-
-    keys = np.asarray(keys, dtype=np.int64)
-    out, shift = {}, 0
-    for name, bits in reversed(KEY_LAYOUT):
-        field = (keys >> shift) & ((1 << bits) - 1)
-        out[name] = field if name == "kind" else np.maximum(field - 1, 0)
-        shift += bits
-    return out
 EXPANSIONS = (1, 2, 4, 6)
 STRIDES = (1, 2)
 # Limits that keep every parsed structure buildable; the zoo's widest tensor has 6,704 channels.
@@ -91,22 +71,12 @@ class Block:
     mid: int | None = None
     expansion: int | None = None
 
-    # The hash is computed once (blocks are dictionary keys on the latency predictor's hot path). It is
-    # per process (str hashes are randomized), so it never travels: a pickled or copied block is rebuilt
-    # from its fields (__reduce__) and hashes itself again. ``key`` is the block's value as one int (equal
-    # blocks, equal keys; different blocks, different keys), which dictionaries hash and compare in C: the
-    # predictor's block cache is keyed by it.
+    # The hash is computed once (blocks are dictionary keys on hot paths). It is per process (str hashes
+    # are randomized), so it never travels: a pickled or copied block is rebuilt from its fields
+    # (__reduce__) and hashes itself again.
     def __post_init__(self) -> None:
         object.__setattr__(self, "_hash", hash((self.kind, self.kernel, self.in_channels, self.out_channels,
                                                 self.stride, self.sub_layers, self.mid, self.expansion)))
-        key = _KIND_INDEX.get(self.kind, 0)
-        for name, bits in KEY_LAYOUT[1:]:
-            value = getattr(self, name)
-            field = 0 if value is None else value + 1
-            if not 0 <= field < 1 << bits:
-                raise HwnasError(f"block {name} {value!r} is out of range (expected 0 to {(1 << bits) - 2})")
-            key = key << bits | field
-        object.__setattr__(self, "key", key)
 
     def __hash__(self) -> int:
         return self._hash

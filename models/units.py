@@ -11,9 +11,7 @@ reference README of the ZenNet zoo, "What each block expands to").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
-
-import numpy as np
+from typing import Iterator
 
 from hwnas.models.structure import BASIC, BOTTLENECK, CONV, INVERTED, Block, Structure
 
@@ -83,50 +81,23 @@ def out_size(size: int, stride: int) -> int:
     return (size - 1) // stride + 1
 
 
-def _spec(sub_layer: int, convs: tuple, stride: int, first: bool, use_se: bool, se_after: int,
-          no_residual: bool) -> tuple:
+def _rules(sub_layer: int, convs: tuple, stride: int, first, use_se: bool, se_after: int) -> tuple:
     cin, cout = convs[0][0], convs[-1][1]
-    if no_residual:
-        shortcut = None
-    else:
-        proj = first | (cin != cout) | (stride != 1)
-        if isinstance(proj, np.ndarray):  # block columns: one shortcut per block
-            shortcut = np.where(proj, "proj", "identity")
-        else:
-            shortcut = "proj" if proj else "identity"
-    return sub_layer, convs, True, shortcut, se_after if use_se else None, stride
+    projection = first | (cin != cout) | (stride != 1)
+    return sub_layer, convs, True, projection, se_after if use_se else None, stride
 
 
-class BlockColumns(NamedTuple):
-    """Many blocks of one ``kind`` as columns: the fields of :class:`Block`, each an int or an integer numpy
-    array (one entry per block). :func:`unit_specs` reads it like a block and answers in columns too."""
-
-    kind: str
-    kernel: object
-    in_channels: object
-    out_channels: object
-    stride: object
-    sub_layers: object
-    mid: object = None
-    expansion: object = None
-
-
-def unit_specs(block: Block | BlockColumns, use_se: bool = False, no_residual: bool = False,
-               sub_layers: int | None = None) -> Iterator[tuple]:
+def unit_rules(block: Block, use_se: bool = False, sub_layers: int | None = None) -> Iterator[tuple]:
     """The block → unit rules, stated once: every unit of a block as plain tuples, in forward order.
 
-    Yields ``(sub_layer, convs, residual, shortcut, se_after, stride)`` with
-    ``convs`` a tuple of ``(cin, cout, kernel, stride, groups)``; the other
-    fields are those of :class:`Unit`. :func:`block_units` wraps them in :class:`Unit` and
-    :class:`Conv`; the latency parts read the tuples directly (for speed).
-    ``sub_layers`` expands only the first ``sub_layers`` sub-layers (every
-    sub-layer after the first is the same).
-
-    ``block`` may be :class:`BlockColumns` (blocks of one kind, fields as
-    integer arrays; its ``sub_layers`` an int, the number of sub-layers
-    expanded for every block): then the widths, strides and sizes come as
-    arrays, one entry per block, and ``shortcut`` as an array of ``"proj"`` /
-    ``"identity"`` (the same rules, one statement). SE (``use_se``) is for single blocks only.
+    Yields ``(sub_layer, convs, residual, projection, se_after, stride)`` with
+    ``convs`` a tuple of ``(cin, cout, kernel, stride, groups)``; ``projection``
+    says whether a residual unit's shortcut is a projection (None for a plain
+    layer); the other fields are those of :class:`Unit`. ``sub_layers``
+    expands only the first ``sub_layers`` sub-layers (every sub-layer after the
+    first is the same). The rules are integer and boolean operations only, so
+    ``block`` may hold integer numpy arrays for its widths and stride (many
+    blocks of one kind and kernel at once): the answers are then arrays too.
     """
     kind, k, out, mid = block.kind, block.kernel, block.out_channels, block.mid
     c = block.in_channels
@@ -138,20 +109,25 @@ def unit_specs(block: Block | BlockColumns, use_se: bool = False, no_residual: b
         if kind == CONV:
             yield i, ((c, out, k, s, 1),), False, None, None, s
         elif kind == BASIC:
-            yield _spec(i, ((c, mid, k, s, 1), (mid, out, k, 1, 1)), s, i == 0, use_se, 0, no_residual)
+            yield _rules(i, ((c, mid, k, s, 1), (mid, out, k, 1, 1)), s, i == 0, use_se, 0)
         elif kind == BOTTLENECK:
-            yield _spec(i, ((c, mid, 1, 1, 1), (mid, mid, k, s, 1), (mid, out, 1, 1, 1)),
-                        s, i == 0, use_se, 1, no_residual)
-            yield _spec(i, ((out, mid, 1, 1, 1), (mid, mid, k, 1, 1), (mid, out, 1, 1, 1)),
-                        1, False, use_se, 1, no_residual)
+            yield _rules(i, ((c, mid, 1, 1, 1), (mid, mid, k, s, 1), (mid, out, 1, 1, 1)), s, i == 0, use_se, 1)
+            yield _rules(i, ((out, mid, 1, 1, 1), (mid, mid, k, 1, 1), (mid, out, 1, 1, 1)), 1, False, use_se, 1)
         elif kind == INVERTED:
-            yield _spec(i, ((c, m1, 1, 1, 1), (m1, m1, k, s, m1), (m1, mid, 1, 1, 1)),
-                        s, i == 0, use_se, 1, no_residual)
-            yield _spec(i, ((mid, m2, 1, 1, 1), (m2, m2, k, 1, m2), (m2, out, 1, 1, 1)),
-                        1, False, use_se, 1, no_residual)
+            yield _rules(i, ((c, m1, 1, 1, 1), (m1, m1, k, s, m1), (m1, mid, 1, 1, 1)), s, i == 0, use_se, 1)
+            yield _rules(i, ((mid, m2, 1, 1, 1), (m2, m2, k, 1, m2), (m2, out, 1, 1, 1)), 1, False, use_se, 1)
         else:  # pragma: no cover - the parser admits no other kind
             raise ValueError(block.kind)
         c = out
+
+
+def unit_specs(block: Block, use_se: bool = False, no_residual: bool = False,
+               sub_layers: int | None = None) -> Iterator[tuple]:
+    """:func:`unit_rules` with the shortcut named as :class:`Unit` names it: ``(sub_layer, convs, residual,
+    shortcut, se_after, stride)``."""
+    for i, convs, residual, projection, se_after, stride in unit_rules(block, use_se, sub_layers):
+        shortcut = None if no_residual or projection is None else "proj" if projection else "identity"
+        yield i, convs, residual, shortcut, se_after, stride
 
 
 def block_units(block: Block, use_se: bool = False, no_residual: bool = False) -> Iterator[Unit]:

@@ -19,6 +19,7 @@ from hwnas.cli.main import main
 from hwnas.latency.device import cpu_info, library_versions
 from hwnas.latency.profile import PART_COLUMNS, Profile
 from hwnas.models.spaces.base import get_space
+from hwnas.latency.kernels import kernels_for
 
 TINY = ("SuperConvK3BNRELU(3,8,1,1)SuperResK3K3(8,16,2,8,1)SuperResK1K3K1(16,32,2,8,1)"
         "SuperConvK1BNRELU(32,64,1,1)")
@@ -27,7 +28,7 @@ TINY = ("SuperConvK3BNRELU(3,8,1,1)SuperResK3K3(8,16,2,8,1)SuperResK1K3K1(16,32,
 def _profile(path, *, batch=1, precision="fp32", backend="onnxruntime", device=None, space="cifar32",
              settings=None):
     sp = get_space(space)
-    parts = sp.parts(sp.parse(TINY))
+    parts = kernels_for(sp).parts(sp.parse(TINY))
     unique = list(dict.fromkeys(parts))  # a kernel may occur twice in the network: one row, counted twice
     value = {part: 0.05 * (i + 1) * batch for i, part in enumerate(unique)}
     rows = []

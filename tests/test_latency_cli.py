@@ -89,7 +89,7 @@ def test_recalibrate_refits_in_place_and_refuses_to_remeasure_on_another_device(
     import json
     import shutil
 
-    from hwnas.latency.predictor import CALIBRATION_FORMS
+    from hwnas.latency.calibration import CALIBRATION_FORMS
     from hwnas.latency.profile import Profile
 
     src = Profile.load("ort-cpu1-b1-cifar32")

@@ -11,6 +11,7 @@ import torch
 
 from hwnas.latency.backends import get_backend
 from hwnas.models.spaces.base import get_space
+from hwnas.latency.kernels import kernels_for
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs an NVIDIA GPU visible to torch (none here)")
@@ -21,8 +22,8 @@ needs_tensorrt = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None
 def _part_module():
     space = get_space("imagenet224")
     arch = space.parse("SuperConvK3BNRELU(3,32,2,1)SuperResK1K3K1(32,64,2,16,2)SuperConvK1BNRELU(64,256,1,1)")
-    part = space.parts(arch)[1]
-    return space.build_part(part)
+    part = kernels_for(space).parts(arch)[1]
+    return kernels_for(space).build_part(part)
 
 
 def _sane(m):

@@ -10,11 +10,13 @@ import pytest
 
 from hwnas.errors import ProfileError
 from hwnas.latency.timing import ROUND_SECONDS, Measurement, measure_interleaved, network_ms, take_samples
-from hwnas.latency.graph import GraphFeatures, fanout_features, optimized_op_counts
-from hwnas.latency.predictor import FORM_FEATURES, Predictor, apply_calibration, fit_calibration
+from hwnas.latency import Predictor, fit_calibration
+from hwnas.latency.calibration import FORM_FEATURES, apply_calibration
+from hwnas.latency.graph import GraphFeatures, optimized_op_counts
 from hwnas.latency.profile import Profile
 from hwnas.models.spaces.base import get_space
 from hwnas.models.spaces.nb201 import OPS, Cell
+from hwnas.latency.kernels import kernels_for
 
 
 @pytest.mark.parametrize("ops", [
@@ -32,9 +34,13 @@ def test_direct_onnx_graph_optimizes_like_the_torch_export(ops):
         path = Path(tmp) / "net.onnx"
         export_onnx(space.build(cell).eval(), (3, 32, 32), 1, path)
         exported = optimized_op_counts(path.read_bytes())
-    direct = optimized_op_counts(space.onnx_network(cell))
+    direct = optimized_op_counts(kernels_for(space).onnx_network(cell))
     assert exported == direct
     assert sum(v for k, v in direct.items() if k.endswith(":Gemm")) == 1
+
+
+def fanout_features(cell):
+    return kernels_for(get_space("nb201")).fanout_features(cell)
 
 
 def test_fanout_features_by_hand():
@@ -72,7 +78,7 @@ def test_graph_form_recovers_a_linear_model_of_graph_features():
 
 def _nb201_graph_profile(space, cells, coef_graph):
     """A synthetic NB201 profile (every part 0.1 ms) calibrated with the graph form and given coefficients."""
-    parts = list(space.grid_parts("coarse"))
+    parts = list(kernels_for(space).grid_parts("coarse"))
     table = pd.DataFrame([{**{f: getattr(p, f) for f in ("op", "cin", "cout", "resolution", "stride", "mid",
                                                           "first", "se", "extra")},
                            "median_ms": 0.1, "p10_ms": 0.09, "p90_ms": 0.11, "repeats": 5, "raw_median_ms": 0.1}

@@ -12,6 +12,7 @@ from hwnas.latency.profile import Profile
 from hwnas.latency.timing import PASSES
 from hwnas.latency.validate import measure_end_to_end
 from hwnas.models.spaces.base import get_space
+from hwnas.latency.kernels import kernels_for
 
 FAST = {"device": "cpu", "threads": 1, "batch": 1, "warmup": 1, "repeats": 3, "min_sample_ms": 0.05}
 
@@ -20,7 +21,7 @@ FAST = {"device": "cpu", "threads": 1, "batch": 1, "warmup": 1, "repeats": 3, "m
 def tiny_profile(tmp_path_factory):
     out = tmp_path_factory.mktemp("prof") / "tiny-nb201"
     space = get_space("nb201")
-    parts = list(space.grid_parts("coarse"))
+    parts = list(kernels_for(space).grid_parts("coarse"))
     calls = {"n": 0, "prepared": 0}
     real_get_backend = profiler.get_backend
 
@@ -53,7 +54,7 @@ def tiny_profile(tmp_path_factory):
         # Simulate a run killed after three parts, with a torn last line.
         done = []
         for part in parts[:3]:
-            module, shape = space.build_part(part)
+            module, shape = kernels_for(space).build_part(part)
             m = get_backend("onnxruntime", **FAST).measure_module(module, shape)
             done.append(json.dumps({"kind": "part", "key": profiler._key(part), **m.as_dict(), "seconds": 0.0,
                                     "ref_index": 0}))

@@ -7,9 +7,12 @@ import pandas as pd
 import pytest
 
 from hwnas.errors import ProfileError
-from hwnas.latency.predictor import (FEATURES, PartTable, _fit, _group_key, apply_calibration, fit_calibration,
-                                     part_features, part_params)
-from hwnas.models.spaces.base import Part, get_space
+from hwnas.latency import fit_calibration
+from hwnas.latency.block_rows import Terms
+from hwnas.latency.calibration import FEATURES, _fit, apply_calibration
+from hwnas.latency.kernels import Part, kernels_for
+from hwnas.latency.part_table import PartTable, _group_key, part_features
+from hwnas.models.spaces.base import get_space
 from hwnas.models.units import block_units, out_size
 
 
@@ -60,7 +63,7 @@ def test_block_kernels_cover_every_conv_and_projection_of_the_block(text):
         if u.shortcut == "proj":
             expected += u.cin * u.cout * h * h
         size = h
-    parts = get_space("imagenet224").block_parts(block, 56)
+    parts = kernels_for(get_space("imagenet224")).block_parts(block, 56)
     assert sum(part_features(p)[0] for p in parts) == expected
 
 
@@ -119,13 +122,13 @@ def test_coarse_grid_interpolates_every_part_of_random_networks(name):
     # A table over the whole coarse grid predicts every part of 300 mutants from points of its own
     # position and width family (no single-width position answers for a range of widths).
     space = get_space(name)
-    grid = list(space.grid_parts("coarse"))
+    grid = list(kernels_for(space).grid_parts("coarse"))
     table = PartTable(_table(grid, [part_features(p)[0] * 1e-8 for p in grid]), block=16)
     rng = random.Random(0)
     arch = space.initial()
     for _ in range(300):
         arch = space.mutate(arch, rng)
-        for part in space.parts(arch):
+        for part in kernels_for(space).parts(arch):
             assert table.ms(part) == pytest.approx(part_features(part)[0] * 1e-8, rel=1e-6), part
 
 
@@ -184,6 +187,23 @@ def test_weights_calibration_recovers_known_coefficients():
     assert "weights" not in fit_calibration(_features(s, b, n), y)["forms"]  # no weights: no weights forms
 
 
+def _terms_of_one(part, block=16):
+    """The features of one part at 1 ms (fp32, batch 1), as the predictor sums them."""
+    class OneMs:
+        def ms(self, part):
+            return 1.0
+
+    return Terms(OneMs(), block, 1, "fp32").of_parts([(1.0, part)])
+
+
+def part_params(part):
+    return round(_terms_of_one(part)[4] / 4e-6)  # weight MB at 4 bytes per weight
+
+
+def is_misaligned(part, block):
+    return _terms_of_one(part, block)[3] > 0  # misaligned ms
+
+
 def test_part_params_equal_the_built_parts_weights():
     # independent: the weights of the part as the space builds it (convolution and classifier weights; the BN
     # folds into the convolution at inference and its few parameters are not part of the term)
@@ -192,11 +212,11 @@ def test_part_params_equal_the_built_parts_weights():
     for name in ("imagenet224", "cifar32"):
         space = get_space(name)
         rng = random.Random(4)
-        parts = rng.sample(list(space.grid_parts("coarse")), 40)
+        parts = rng.sample(list(kernels_for(space).grid_parts("coarse")), 40)
         parts += [Part("proj", 40, 64, 14, 2), Part("head", 40, space.num_classes, 7)]
         parts += [Part("dwconv5", 48, 48, 14, 1), Part("dwconv3", 40, 40, 28, 2)]
         for part in parts:
-            module, _ = space.build_part(part)
+            module, _ = kernels_for(space).build_part(part)
             weights = sum(m.weight.numel() for m in module.modules()
                           if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
             assert part_params(part) == weights, part
@@ -211,30 +231,26 @@ def test_loglog_calibration_recovers_power_law():
 
 @pytest.mark.parametrize("name", ["imagenet224", "cifar32"])
 def test_coarse_grid_covers_every_part_group_of_random_networks(name):
-    from hwnas.latency.predictor import _group_key
-
     space = get_space(name)
-    grid = {_group_key(p) for p in space.grid_parts("coarse")}
+    grid = {_group_key(p) for p in kernels_for(space).grid_parts("coarse")}
     rng = random.Random(0)
     arch = space.initial()
     for _ in range(300):
         arch = space.mutate(arch, rng)
-        for part in space.parts(arch):
+        for part in kernels_for(space).parts(arch):
             assert _group_key(part) in grid, part
 
 
 def test_nb201_grid_holds_every_part_exactly():
     space = get_space("nb201")
-    grid = set(space.grid_parts("coarse"))
+    grid = set(kernels_for(space).grid_parts("coarse"))
     rng = random.Random(0)
     for _ in range(50):
-        for part in space.parts(space.sample(rng)):
+        for part in kernels_for(space).parts(space.sample(rng)):
             assert part in grid
 
 
 def test_misaligned_kernels_by_hand():
-    from hwnas.latency.predictor import is_misaligned
-
     assert is_misaligned(Part("conv3", 64, 24, 14, 1), 16) and not is_misaligned(Part("conv3", 64, 24, 14, 1), 8)
     assert is_misaligned(Part("proj", 40, 64, 14, 2), 16)
     assert not is_misaligned(Part("conv1", 64, 32, 14, 1), 16)
@@ -255,11 +271,11 @@ def test_misaligned_calibration_recovers_penalty():
 
 def test_structure_fast_path_equals_generic_parts_path():
     # A synthetic profile on the coarse grid (cost = an affine function of MACs) for imagenet224.
-    from hwnas.latency.predictor import Predictor
+    from hwnas.latency import Predictor
     from hwnas.latency.profile import Profile
 
     space = get_space("imagenet224")
-    grid = list(space.grid_parts("coarse"))
+    grid = list(kernels_for(space).grid_parts("coarse"))
     values = [1e-3 + part_features(p)[0] * 1e-8 for p in grid]
     meta = {"name": "synthetic", "space": "imagenet224", "resolution": 224, "backend": "onnxruntime",
             "settings": {"batch": 1, "precision": "fp32"}, "device": {"name": "none", "simd": ["avx512f"]},
@@ -269,19 +285,19 @@ def test_structure_fast_path_equals_generic_parts_path():
     arch = space.initial()
     for _ in range(40):
         arch = space.mutate(arch, rng)
-        fast = pred._structure_features(arch)
-        generic = pred._part_terms(space.parts(arch))
+        fast = pred.features(arch)
+        generic = _generic_terms(pred, arch)
         assert fast == pytest.approx(generic, rel=1e-12)
         expected = apply_calibration("misaligned_boundary", [0.9, 0.3, -0.01, 0.05], generic)[0]
         assert pred.predict_batch_ms(arch) == pytest.approx(expected, rel=1e-12)
 
 
 def _synthetic_predictor(name, calibration):
-    from hwnas.latency.predictor import Predictor
+    from hwnas.latency import Predictor
     from hwnas.latency.profile import Profile
 
     space = get_space(name)
-    grid = list(space.grid_parts("coarse"))
+    grid = list(kernels_for(space).grid_parts("coarse"))
     values = [1e-3 + part_features(p)[0] * 1e-8 * (1.5 if p.cin % 16 or p.cout % 16 else 1) for p in grid]
     meta = {"name": "synthetic", "space": name, "resolution": space.resolution, "backend": "onnxruntime",
             "settings": {"batch": 1, "precision": "fp32"}, "device": {"name": "none", "simd": ["avx512f"]},
@@ -302,8 +318,13 @@ def _mutant_stream(space, n, seed):
     return pool
 
 
+def _generic_terms(pred, arch):
+    # The generic per-part path: one sum over every part of the network (no block rows).
+    return pred.terms.of_parts((1.0, part) for part in kernels_for(pred.space).parts(arch))
+
+
 def _generic_ms(pred, space, arch):
-    f = pred._part_terms(space.parts(arch))
+    f = _generic_terms(pred, arch)
     if pred.form is None:
         return f[0] / pred.batch
     return apply_calibration(pred.form, pred.coef, f)[0] / pred.batch
@@ -312,7 +333,7 @@ def _generic_ms(pred, space, arch):
 @pytest.mark.parametrize("name", ["imagenet224", "cifar32"])
 @pytest.mark.parametrize("source", ["synthetic", "shipped"])
 def test_batch_path_equals_one_at_a_time_equals_generic_path(name, source):
-    from hwnas.latency.predictor import Predictor
+    from hwnas.latency import Predictor
     from hwnas.latency.profile import Profile
 
     def make():
@@ -340,14 +361,14 @@ def test_batch_path_equals_one_at_a_time_equals_generic_path(name, source):
     np.testing.assert_allclose([batched.predict_ms(a) for a in archs[:50]], generic[:50], rtol=1e-9, atol=0)
     for a, g in zip(archs[:50], generic[:50]):
         f = one.features(a)
-        assert f == pytest.approx(reference._part_terms(space.parts(a)), rel=1e-12)
+        assert f == pytest.approx(_generic_terms(reference, a), rel=1e-12)
         assert isinstance(f[2], int) and len(f) == len(FEATURES)
 
 
 def test_flat_grids_read_cells_from_tables_and_search_beyond_them():
     # Widths below TABLE_WIDTHS read their grid cell from a table, wider ones are searched: both agree with
     # the per-kernel grid (the generic path), on and between grid widths, both width families.
-    from hwnas.latency.predictor import _FlatGrids
+    from hwnas.latency.grids import FlatGrids
 
     pred = _synthetic_predictor("imagenet224", {})
     table = pred.table
@@ -358,7 +379,7 @@ def test_flat_grids_read_cells_from_tables_and_search_beyond_them():
     batch = table.many_ms(ops, *cols)
     generic = [table._group(_group_key(p), p)(p.cin, p.cout) for p in parts]
     np.testing.assert_allclose(batch, generic, rtol=1e-12)
-    small = [i for i, p in enumerate(parts) if max(p.cin, p.cout) < _FlatGrids.TABLE_WIDTHS]
+    small = [i for i, p in enumerate(parts) if max(p.cin, p.cout) < FlatGrids.TABLE_WIDTHS]
     np.testing.assert_allclose(table.many_ms([ops[i] for i in small], *(c[small] for c in cols)),
                                [generic[i] for i in small], rtol=1e-12)
 
@@ -367,17 +388,17 @@ def test_flat_grids_read_cells_from_tables_and_search_beyond_them():
 def test_batch_path_stays_exact_across_cache_evictions(name):
     pred = _synthetic_predictor(name, {})  # uncalibrated: the raw sum
     space = get_space(name)
-    pred.block_cache_limit = 40  # starts over every few batches
+    pred.rows.limit = 40  # starts over every few batches
     archs = _mutant_stream(space, 300, seed=3)
     generic = np.array([_generic_ms(pred, space, a) for a in archs])
     got = np.concatenate([pred.predict_many(archs[i:i + 25]) for i in range(0, len(archs), 25)])
     np.testing.assert_allclose(got, generic, rtol=1e-9, atol=0)
-    assert pred.cached_rows <= 40 + 25 * (max(len(a.blocks) for a in archs) + 1)
+    assert len(pred.rows) <= 40 + 25 * (max(len(a.blocks) for a in archs) + 1)
     np.testing.assert_allclose([pred.predict_ms(a) for a in archs], generic, rtol=1e-9, atol=0)
 
 
 def test_batch_path_of_other_spaces_and_mixed_input_is_the_per_architecture_path():
-    from hwnas.latency.predictor import Predictor
+    from hwnas.latency import Predictor
     from hwnas.latency.profile import Profile
 
     pred = Predictor(Profile.load("ort-cpu1-b1-nb201"))
@@ -395,10 +416,10 @@ def test_block_kernels_are_block_parts_and_keep_sub_layers():
     for text in ("SuperResK1K5K1(24,64,2,16,4)", "SuperResIDWE4K5(16,24,2,32,3)", "SuperResK3K3(40,40,1,72,5)"):
         block = parse(text).blocks[0]
         for use_se in (False, True):
-            kernels = space.block_kernels(block, 56, use_se)
-            assert [Part(*k[1:]) for k in kernels] == space.block_parts(block, 56, use_se)
+            kernels = kernels_for(space).block_kernels(block, 56, use_se)
+            assert [Part(*k[1:]) for k in kernels] == kernels_for(space).block_parts(block, 56, use_se)
             assert sorted({k[0] for k in kernels}) == list(range(block.sub_layers))
-            two = space.block_kernels(block, 56, use_se, sub_layers=2)
+            two = kernels_for(space).block_kernels(block, 56, use_se, sub_layers=2)
             assert two == [k for k in kernels if k[0] < 2]
             # every sub-layer after the first has the same kernels
             later = [[k[1:] for k in kernels if k[0] == i] for i in range(1, block.sub_layers)]
@@ -476,9 +497,39 @@ def test_batch_path_with_one_block_object_at_other_input_sizes_and_unpickled_cop
 @pytest.mark.parametrize("columns_from", [1, 10**9])
 def test_new_blocks_in_columns_and_one_by_one_agree(columns_from):
     pred = _synthetic_predictor("cifar32", {})
-    pred.columns_from = columns_from
+    pred.rows.columns_from = columns_from
     space = get_space("cifar32")
     archs = _mutant_stream(space, 150, seed=9)
     generic = np.array([_generic_ms(pred, space, a) for a in archs])
     got = np.concatenate([pred.predict_many(archs[i:i + 30]) for i in range(0, len(archs), 30)])
     np.testing.assert_allclose(got, generic, rtol=1e-9, atol=0)
+
+
+def test_depthwise_blocks_rows_one_by_one_and_in_columns_equal_the_generic_path():
+    # Inverted-residual blocks (depthwise kernels) with widths that are not multiples of the SIMD block, on
+    # the full grid, under a misaligned form: the cached rows, expanded one by one and in columns, agree with
+    # the per-part sum (a depthwise kernel is never a misaligned dense convolution).
+    from hwnas.latency import Predictor, Profile
+    from hwnas.models.structure import parse
+
+    space = get_space("imagenet224")
+    grid = list(kernels_for(space).grid_parts("full"))
+    values = [1e-3 + part_features(p)[0] * 1e-8 * (1.5 if p.cin % 16 or p.cout % 16 else 1) for p in grid]
+    meta = {"name": "synthetic", "space": "imagenet224", "resolution": 224, "backend": "onnxruntime",
+            "settings": {"batch": 1, "precision": "fp32"}, "device": {"name": "none", "simd": ["avx512f"]},
+            "calibration": {"form": "misaligned_boundary", "coef": [0.9, 0.3, -0.01, 0.05], "predictor_version": 2}}
+    idw = parse("SuperConvK3BNRELU(3,24,2,1)SuperResIDWE4K5(24,40,2,24,2)SuperResIDWE2K3(40,72,2,40,3)"
+                "SuperResIDWE6K7(72,136,2,72,2)SuperResIDWE1K5(136,264,2,136,1)SuperConvK1BNRELU(264,520,1,1)")
+    rng = random.Random(6)
+    archs = [idw]
+    while len(archs) < 40:
+        archs.append(space.mutate(rng.choice(archs), rng))
+    for columns_from in (1, 10**9):
+        pred = Predictor(Profile(table=_table(grid, values), metadata=meta))
+        pred.rows.columns_from = columns_from
+        generic = np.array([_generic_ms(pred, space, a) for a in archs])
+        assert any(_generic_terms(pred, a)[3] > 0 for a in archs)  # misaligned time is part of the check
+        np.testing.assert_allclose(pred.predict_many(archs), generic, rtol=1e-9, atol=0)
+        fresh = Predictor(Profile(table=_table(grid, values), metadata=meta))
+        fresh.rows.columns_from = columns_from
+        np.testing.assert_allclose([fresh.predict_ms(a) for a in archs], generic, rtol=1e-9, atol=0)

@@ -75,8 +75,9 @@ def test_at_size_is_exact_on_a_power_law_and_refuses_outside():
 def test_import_of_a_power_law_predicts_off_grid_sizes_exactly(tmp_path):
     """224, 112, 28 and 7 are off the published size grid; on a power law the import is exact there, and the
     predictor's sum over a network's convolutions equals the closed form."""
-    from hwnas.latency.predictor import Predictor
-    from hwnas.models.spaces.base import conv_spec, get_space
+    from hwnas.latency import Predictor
+    from hwnas.latency.kernels import conv_spec, kernels_for
+    from hwnas.models.spaces.base import get_space
 
     path = _power_law_table(tmp_path)
     profile = get_source("tinynas")(path, precision="fp16", batch=64, space="imagenet224", holdout_sample=20)
@@ -87,13 +88,14 @@ def test_import_of_a_power_law_predicts_off_grid_sizes_exactly(tmp_path):
     space = get_space("imagenet224")
     arch = space.initial()
     expected = 0.0
-    for part in space.parts(arch):
+    parts = kernels_for(space).parts(arch)
+    for part in parts:
         spec = conv_spec(part)
         if spec is None:
             continue  # the head: modelled, checked below
         kernel, groups = spec
         expected += 1e-6 * (part.cin if groups == 1 else 1) * part.cout * part.resolution ** 2 * kernel ** 2
-    head = next(p for p in space.parts(arch) if p.op == "head")
+    head = next(p for p in parts if p.op == "head")
     expected += 1e-6 * head.cin * head.cout * 25  # the 1x1 stand-in on the 5x5 map
     predicted = Predictor(profile).predict_batch_ms(arch)
     assert predicted == pytest.approx(expected, rel=1e-6)
@@ -167,7 +169,7 @@ def test_published_rows_are_in_the_table_where_the_size_is_on_the_grid():
 def test_zennas_convention_is_calibrated_on_the_published_zoo():
     """The ZenNAS-convention profile predicts the published ZenNet latencies it was calibrated on (no SE) within
     its stated leave-one-out error, and says what it was fitted on."""
-    from hwnas.latency.predictor import Predictor
+    from hwnas.latency import Predictor
     from hwnas.models import zoo
 
     profile = Profile.load("zennas-v100-fp16-b64-imagenet224")
@@ -203,7 +205,7 @@ HWNB = REFERENCE.parent / "hw-nas-bench"
 def test_hwnasbench_profile_looks_cells_up_and_never_accepts_rejected_ones(tmp_path):
     """Every cell's prediction is its published figure (read here straight from the CSV); Edge TPU cells the
     compiler rejected (-1) are infinite."""
-    from hwnas.latency.predictor import Predictor
+    from hwnas.latency import Predictor
     from hwnas.models.spaces.base import get_space
 
     csv = pd.read_csv(HWNB / "latency.csv")

@@ -22,6 +22,7 @@ from hwnas.models.spaces.zennas import (
     width_choices,
 )
 from hwnas.models.structure import CONV, INVERTED, parse
+from hwnas.latency.kernels import kernels_for
 
 IMAGENET = get_space("imagenet224")
 CIFAR = get_space("cifar32")
@@ -173,12 +174,12 @@ def test_parts_cover_the_network_exactly(use_se):
     # and each part runs on the input shape it declares and gives the channels and size it declares.
     for space, mutants in ((CIFAR, CIFAR_MUTANTS[::50]), (IMAGENET, IMAGENET_MUTANTS[::50])):
         for m in mutants:
-            parts = space.parts(m, use_se=use_se)
+            parts = kernels_for(space).parts(m, use_se=use_se)
             assert parts[-1].op == "head"
             with torch.device("meta"):
                 total = 0
                 for p in parts:
-                    module, shape = space.build_part(p)
+                    module, shape = kernels_for(space).build_part(p)
                     assert shape == (p.cin, p.resolution, p.resolution)
                     y = module.eval()(torch.empty(1, *shape))
                     r = out_size(p.resolution, p.stride)
@@ -194,7 +195,7 @@ def test_parts_cover_the_network_exactly(use_se):
 
 def test_parts_of_a_two_unit_block_are_its_kernels_in_order():
     s = parse("SuperConvK3BNRELU(3,8,2,1)SuperResIDWE4K5(8,24,2,16,2)SuperConvK1BNRELU(24,64,1,1)")
-    parts = IMAGENET.parts(s)
+    parts = kernels_for(IMAGENET).parts(s)
     assert [(p.op, p.cin, p.cout, p.resolution, p.stride) for p in parts] == [
         ("conv3", 3, 8, 224, 2),
         # sub-layer 1, unit 1 (expansion 4 of mid 16 = 64): 1x1, depthwise 5x5 with the stride, 1x1, projection
@@ -210,12 +211,12 @@ def test_parts_of_a_two_unit_block_are_its_kernels_in_order():
 
 
 def test_grid_parts_are_unique_and_build():
-    parts = list(CIFAR.grid_parts("coarse"))
+    parts = list(kernels_for(CIFAR).grid_parts("coarse"))
     assert len(parts) == len(set(parts)) > 100
-    assert len(list(CIFAR.grid_parts("full"))) > len(parts)
+    assert len(list(kernels_for(CIFAR).grid_parts("full"))) > len(parts)
     with torch.device("meta"):
         for p in parts[:: max(1, len(parts) // 60)]:
-            module, shape = CIFAR.build_part(p)
+            module, shape = kernels_for(CIFAR).build_part(p)
             module.eval()(torch.empty(1, *shape))
 
 

@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from hwnas.errors import StructureError
 from hwnas.models.spaces.base import get_space
 from hwnas.models.spaces.nb201 import EDGES, OPS, Cell, accuracy_table, all_cells, parse_cell
+from hwnas.latency.kernels import kernels_for
 
 SPACE = get_space("nb201")
 TABLE = accuracy_table()
@@ -123,18 +124,18 @@ def test_sample_within_budget():
 @pytest.mark.parametrize("index", [0, 9930, 11472, 3])
 def test_parts_cover_the_network(index):
     cell = SPACE.parse(TABLE["arch"][index])
-    parts = SPACE.parts(cell)
+    parts = kernels_for(SPACE).parts(cell)
     live = sum(op != "none" for op in cell.ops)
     assert len(parts) == 1 + 15 * live + 2 + 1
     total = 0
     for p in parts:
-        module, shape = SPACE.build_part(p)
+        module, shape = kernels_for(SPACE).build_part(p)
         with torch.no_grad():
             y = module.eval()(torch.randn(1, *shape))
         assert y.shape[1] == p.cout
         total += numel(module)
     assert total == numel(SPACE.build(cell))
-    grid = list(SPACE.grid_parts("coarse"))
+    grid = list(kernels_for(SPACE).grid_parts("coarse"))
     assert set(parts) <= set(grid) and len(grid) == len(set(grid))
 
 

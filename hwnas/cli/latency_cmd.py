@@ -157,9 +157,10 @@ def predict_cmd(structure, profile_name, as_json) -> None:
     profile = _profile(profile_name)
     arch = _load_arch(get_space(profile.space), structure)
     predictor = Predictor(profile)
-    s, _, n, *_ = predictor.features(arch)
+    features = predictor.features(arch)
     out = {"latency_ms": predictor.predict_ms(arch), "unit": "ms per image (batch time / batch)",
-           "batch_ms": predictor.predict_batch_ms(arch), "raw_sum_batch_ms": s, "parts": n,
+           "batch_ms": predictor.predict_batch_ms(arch), "raw_sum_batch_ms": features.raw_sum_ms,
+           "parts": features.parts,
            "profile": profile.name, "backend": profile.backend, "device": profile.metadata["device"]["name"],
            "batch": profile.batch, "precision": profile.precision}
     if as_json:

@@ -16,7 +16,6 @@ no latency budget accepts them.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from hwnas.errors import ProfileError
-from hwnas.latency.profile import Profile
+from hwnas.latency.profile import NETWORK_OP, Profile
 from hwnas.latency.sources import license_files, register_source
 from hwnas.models.spaces.base import get_space
 
@@ -34,7 +33,6 @@ UPSTREAM = {"repository": "github.com/GATECH-EIC/HW-NAS-Bench", "commit": "393bb
 DEVICES = {"edgegpu": "NVIDIA Jetson TX2 (edge GPU)", "raspi4": "Raspberry Pi 4", "edgetpu": "Google Edge TPU",
            "pixel3": "Google Pixel 3", "eyeriss": "Eyeriss ASIC (simulated)", "fpga": "FPGA accelerator (simulated)"}
 DATASETS = {"cifar10": "nb201", "cifar100": "nb201-cifar100", "imagenet16": "nb201-imagenet16"}
-NETWORK_OP = "network"  # a table row that is a whole network (its architecture in ``extra``)
 MAX_BYTES = 64 << 20
 
 
@@ -94,16 +92,3 @@ def import_hwnasbench(path: str | Path, *, device: str = "pixel3", dataset: str 
         "calibration": {},
     }
     return Profile(table=table, metadata=metadata)
-
-
-def network_table(profile: Profile) -> dict[str, float] | None:
-    """Architecture string → batch ms of a profile of whole networks (None for a profile of parts)."""
-    rows = profile.table
-    if rows.empty or not (rows.op == NETWORK_OP).all():
-        return None
-    return dict(zip(rows.extra.tolist(), rows.median_ms.astype(float).tolist()))
-
-
-def lookup_ms(table: dict[str, float], arch_text: str) -> float:
-    """Batch ms of one cell; infinite where the device has no figure (not deployable there)."""
-    return table.get(arch_text, math.inf)

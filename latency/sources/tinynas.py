@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from hwnas.errors import ProfileError
+from hwnas.latency.kernels import kernels_for
 from hwnas.latency.profile import Profile
 from hwnas.latency.sources import license_files, register_source
 from hwnas.models.spaces.base import get_space
@@ -114,7 +115,7 @@ def at_size(log_sizes: np.ndarray, log_ms: np.ndarray, size: int) -> float | Non
 def _positions(space) -> set[tuple[str, int, int]]:
     """(op, stride, input size) of every convolution position the space can produce (its full grid)."""
     return {("conv1" if p.op == "proj" else p.op, p.stride, p.resolution)
-            for p in space.grid_parts("full") if p.op != "head"}
+            for p in kernels_for(space).grid_parts("full") if p.op != "head"}
 
 
 def _op(depthwise: bool, kernel: int) -> str:
@@ -164,7 +165,7 @@ def holdout(rows: pd.DataFrame, sample: int = 2000, seed: int = 0) -> dict:
     timings are dominated by launch overhead and tactic choice, and a network's
     sum by its larger convolutions.
     """
-    from hwnas.latency.predictor import _KernelGrid
+    from hwnas.latency.grids import KernelGrid
 
     def summary(err: np.ndarray) -> dict:
         a = np.abs(err)
@@ -191,7 +192,7 @@ def holdout(rows: pd.DataFrame, sample: int = 2000, seed: int = 0) -> dict:
         points = {(1 if dw else int(r.cin), int(r.cout)): float(r.ms) for r in rest.itertuples()}
         left = g.iloc[i]
         try:
-            guess = _KernelGrid(points, 8)(1 if dw else int(left.cin), int(left.cout))
+            guess = KernelGrid(points, 8)(1 if dw else int(left.cin), int(left.cout))
         except ProfileError:  # an axis left with one width: that point cannot be interpolated
             continue
         width_err.append(guess / float(left.ms) - 1)
@@ -274,7 +275,7 @@ def import_tinynas(path: str | Path, *, precision: str = "fp16", batch: int = 64
 def _published_calibration(profile: Profile, space) -> dict:
     """The calibration fitted on the zoo's published V100 FP16 batch-64 latencies of the profile's space
     (networks without SE only: the table has none)."""
-    from hwnas.latency.predictor import Predictor, fit_calibration
+    from hwnas.latency import Predictor, fit_calibration
     from hwnas.models import zoo
 
     nets = [m for m in zoo.models().values()

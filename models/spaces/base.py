@@ -1,10 +1,10 @@
 """The search-space protocol and its registry.
 
 A space turns text into architectures and back, builds torch modules, counts
-them, samples and mutates them, and splits them into the *parts* a latency
-table is keyed by. Adding a space is one new file in this package that defines
-a class with these methods and registers a factory with ``@register_space``;
-the registry imports every module of the package.
+them, samples and mutates them (how a network splits into timed parts is
+latency's concern: :mod:`hwnas.latency.kernels`). Adding a space is one new file
+in this package that defines a class with these methods and registers a factory
+with ``@register_space``; the registry imports every module of the package.
 
 Capabilities beyond :class:`Space` are protocols of their own, checked with
 ``isinstance``: :class:`FiniteSpace` (every architecture can be listed) and
@@ -16,60 +16,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import random
-from dataclasses import dataclass
-from typing import Callable, Hashable, Iterable, Protocol, Sequence, runtime_checkable
+from typing import Callable, Hashable, Protocol, Sequence, runtime_checkable
 
 from torch import nn
 
 from hwnas.errors import HwnasError
 from hwnas.models.counts import Counts
-
-
-@dataclass(frozen=True, order=True)
-class Part:
-    """One independently measurable piece of a network: the key of a latency-table row.
-
-    ``op`` names the piece: a convolution kernel (see :func:`conv_part`),
-    ``head``, or a space-specific name. ``mid`` (an inner width), ``first``
-    and ``se`` (flags) and ``extra`` carry whatever else a space needs to key
-    its parts; the built-in spaces leave them at their defaults (they stay in
-    the key and the table schema).
-    """
-
-    op: str
-    cin: int
-    cout: int
-    resolution: int
-    stride: int = 1
-    mid: int = 0
-    first: bool = False
-    se: bool = False
-    extra: str = ""
-
-
-# Convolution kernels as parts: "conv{k}" is Conv2d(k×k, no bias) + BatchNorm + ReLU, "dwconv{k}" its
-# depthwise form (groups = channels), "proj" a projection shortcut (1×1 conv with bias + BatchNorm). At
-# inference BN folds into the conv and the ReLU fuses with it, so a projection costs what a "conv1" kernel
-# does and is looked up as one.
-PROJECTION = "proj"
-
-
-def conv_part(cin: int, cout: int, kernel: int, stride: int, groups: int, resolution: int) -> Part:
-    """The part of one Conv + BN + ReLU kernel on a ``resolution``² input."""
-    op = f"conv{kernel}" if groups == 1 else f"dwconv{kernel}"
-    return Part(op, cin, cout, resolution, stride)
-
-
-def conv_spec(part: Part) -> tuple[int, int] | None:
-    """(kernel, groups) of a convolution-kernel part (a projection is a 1×1 conv), else None."""
-    op = part.op
-    if op == PROJECTION:
-        return 1, 1
-    if op.startswith("conv") and op[4:].isdigit():
-        return int(op[4:]), 1
-    if op.startswith("dwconv") and op[6:].isdigit():
-        return int(op[6:]), part.cin
-    return None
 
 
 @runtime_checkable
@@ -100,15 +52,6 @@ class Space(Protocol):
     def mutate(self, arch, rng: random.Random, num_blocks: int = 1) -> Hashable:
         """A mutant of ``arch`` (Zen-NAS Alg. 3 for the structure spaces); ``num_blocks`` is how many
         blocks the search asks to replace (a space without blocks may mutate one element regardless)."""
-
-    def parts(self, arch) -> list[Part]:
-        """The latency-table parts whose sum (before calibration) is the network."""
-
-    def grid_parts(self, grid: str) -> Iterable[Part]:
-        """Every part the space can produce on a width grid (``coarse`` or ``full``)."""
-
-    def build_part(self, part: Part) -> tuple[nn.Module, tuple[int, int, int]]:
-        """A module computing just this part and its input shape (C, H, W)."""
 
     def smallest(self) -> Hashable:
         """The smallest network of the space: no network of it has fewer params, FLOPs or layers."""

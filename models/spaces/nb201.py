@@ -24,7 +24,6 @@ import random
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -32,14 +31,14 @@ from torch import nn
 
 from hwnas.errors import BudgetError, StructureError
 from hwnas.models.counts import Counts
-from hwnas.models.spaces.base import Part, register_space
+from hwnas.models.spaces.base import register_space
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 # (source node, target node) of the six edges, in the order of the string.
 EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 STEM_CHANNELS = 16
 CELLS_PER_STAGE = 5
-_KERNEL = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
+CONV_KERNELS = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}  # kernel size of the convolution ops
 
 
 @dataclass(frozen=True, order=True)
@@ -69,7 +68,7 @@ class Cell:
         """Convolutions on the longest input-to-output path through live edges (0 if cut off)."""
         best = {0: 0}
         for target in (1, 2, 3):
-            reach = [best[src] + (op in _KERNEL) for op, (src, dst) in zip(self.ops, EDGES)
+            reach = [best[src] + (op in CONV_KERNELS) for op, (src, dst) in zip(self.ops, EDGES)
                      if dst == target and op != "none" and src in best]
             if reach:
                 best[target] = max(reach)
@@ -134,7 +133,7 @@ def edge_module(op: str, channels: int) -> nn.Module:
         return nn.Identity()
     if op == "avg_pool_3x3":
         return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
-    return _relu_conv_bn(channels, channels, _KERNEL[op])
+    return _relu_conv_bn(channels, channels, CONV_KERNELS[op])
 
 
 class CellModule(nn.Module):
@@ -188,90 +187,6 @@ class NB201Network(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-# ---------------------------------------------------------------- ONNX graph
-
-def onnx_network(cell: Cell, resolution: int = 32, num_classes: int = 10, batch: int = 1):
-    """The ONNX graph (opset 17, fp32) the TorchScript exporter makes of ``NB201Network(cell)`` in eval mode,
-    built directly (in milliseconds, where the exporter takes most of a second).
-
-    The same operators in the same order: batch norms after convolutions folded
-    into the convolutions' biases, ``skip_connect`` edges gone (the source
-    tensor is used), ``none`` edges ``Mul`` by a scalar 0, a node the
-    left-to-right ``Add`` of its edges. Weights are random: only the graph's
-    structure is meant to match (a test compares the graph ONNX Runtime
-    optimizes from both). The latency predictor reads structure features of
-    NB201 networks from it (:mod:`hwnas.latency.graph`).
-    """
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    nodes, inits = [], []
-    counter = iter(range(1 << 30))
-
-    def name(prefix: str) -> str:
-        return f"{prefix}{next(counter)}"
-
-    def weight(*shape, positive: bool = False) -> str:
-        n = name("w")
-        values = rng.standard_normal(shape) * 0.1
-        inits.append(numpy_helper.from_array((np.abs(values) + 1 if positive else values).astype(np.float32), n))
-        return n
-
-    def node(op: str, inputs: list[str], **attrs) -> str:
-        out = name("t")
-        nodes.append(helper.make_node(op, inputs, [out], **attrs))
-        return out
-
-    def conv(x: str, cin: int, cout: int, k: int, stride: int = 1, bias: bool = True) -> str:
-        inputs = [x, weight(cout, cin, k, k)] + ([weight(cout)] if bias else [])
-        return node("Conv", inputs, dilations=[1, 1], group=1, kernel_shape=[k, k], pads=[(k - 1) // 2] * 4,
-                    strides=[stride, stride])
-
-    def relu_conv(x: str, cin: int, cout: int, k: int, stride: int = 1) -> str:  # ReLU-conv-BN, BN folded
-        return conv(node("Relu", [x]), cin, cout, k, stride)
-
-    def edge(op: str, x: str, c: int) -> str:
-        if op == "skip_connect":
-            return x
-        if op == "none":
-            zero = node("Constant", [], value=numpy_helper.from_array(np.array(0.0, dtype=np.float32)))
-            return node("Mul", [x, zero])
-        if op == "avg_pool_3x3":
-            return node("AveragePool", [x], ceil_mode=0, count_include_pad=0, kernel_shape=[3, 3],
-                        pads=[1, 1, 1, 1], strides=[1, 1])
-        return relu_conv(x, c, c, _KERNEL[op])
-
-    x = conv("input", 3, STEM_CHANNELS, 3)
-    c = STEM_CHANNELS
-    for stage in range(3):
-        if stage:
-            y = relu_conv(relu_conv(x, c, 2 * c, 3, 2), 2 * c, 2 * c, 3)
-            pooled = node("AveragePool", [x], ceil_mode=0, count_include_pad=1, kernel_shape=[2, 2],
-                          pads=[0, 0, 0, 0], strides=[2, 2])
-            x = node("Add", [y, conv(pooled, c, 2 * c, 1, bias=False)])
-            c *= 2
-        for _ in range(CELLS_PER_STAGE):
-            values = [x]
-            for target in (1, 2, 3):
-                total = None
-                for op, (src, dst) in zip(cell.ops, EDGES):
-                    if dst == target:
-                        e = edge(op, values[src], c)
-                        total = e if total is None else node("Add", [total, e])
-                values.append(total)
-            x = values[3]
-    x = node("BatchNormalization", [x, weight(c), weight(c), weight(c), weight(c, positive=True)], epsilon=1e-5,
-             momentum=0.9)
-    x = node("Flatten", [node("GlobalAveragePool", [node("Relu", [x])])], axis=1)
-    x = node("Gemm", [x, weight(num_classes, c), weight(num_classes)], alpha=1.0, beta=1.0, transB=1)
-    nodes[-1].output[0] = "output"
-    graph = helper.make_graph(
-        nodes, "nb201", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, resolution, resolution])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, num_classes])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
 # ---------------------------------------------------------------- counts
 
 def count_cell(cell: Cell, resolution: int = 32, num_classes: int = 10, no_residual: bool = False) -> Counts:
@@ -290,8 +205,8 @@ def count_cell(cell: Cell, resolution: int = 32, num_classes: int = 10, no_resid
                 macs += c * 2 * c * (h // 2) * (h // 2)
             c, h = 2 * c, h2
         for op in cell.ops:
-            if op in _KERNEL:
-                k = _KERNEL[op]
+            if op in CONV_KERNELS:
+                k = CONV_KERNELS[op]
                 params += CELLS_PER_STAGE * (k * k * c * c + 2 * c)
                 macs += CELLS_PER_STAGE * k * k * c * c * h * h
     params += 2 * c + c * num_classes + num_classes
@@ -357,10 +272,6 @@ class NB201Space:
         """Every cell of the space (5^6 = 15,625), in a fixed order."""
         return all_cells()
 
-    def onnx_network(self, arch: Cell, batch: int = 1):
-        """The network's ONNX graph built directly (see :func:`onnx_network`)."""
-        return onnx_network(arch, self.resolution, self.num_classes, batch)
-
     def stages(self) -> list[tuple[int, int]]:
         """(channels, resolution) of the three cell stages."""
         out, c, h = [], STEM_CHANNELS, self.resolution
@@ -369,48 +280,6 @@ class NB201Space:
                 c, h = 2 * c, (h - 1) // 2 + 1
             out.append((c, h))
         return out
-
-    def parts(self, arch: Cell) -> list[Part]:
-        """Stem, one part per non-``none`` edge of every cell, the two reductions, and the head."""
-        stages = self.stages()
-        out = [Part("nb201:stem", 3, STEM_CHANNELS, self.resolution)]
-        for i, (c, h) in enumerate(stages):
-            if i:
-                pc, ph = stages[i - 1]
-                out.append(Part("nb201:reduce", pc, c, ph, stride=2))
-            for _ in range(CELLS_PER_STAGE):
-                out.extend(Part(f"nb201:{op}", c, c, h) for op in arch.ops if op != "none")
-        c, h = stages[-1]
-        out.append(Part("nb201:head", c, self.num_classes, h))
-        return out
-
-    def grid_parts(self, grid: str = "coarse") -> Iterator[Part]:
-        """Every part the space produces (the space is small: the grid makes no difference)."""
-        stages = self.stages()
-        yield Part("nb201:stem", 3, STEM_CHANNELS, self.resolution)
-        for i, (c, h) in enumerate(stages):
-            if i:
-                yield Part("nb201:reduce", stages[i - 1][0], c, stages[i - 1][1], stride=2)
-            for op in OPS[1:]:
-                yield Part(f"nb201:{op}", c, c, h)
-        yield Part("nb201:head", stages[-1][0], self.num_classes, stages[-1][1])
-
-    def build_part(self, part: Part) -> tuple[nn.Module, tuple[int, int, int]]:
-        shape = (part.cin, part.resolution, part.resolution)
-        op = part.op.removeprefix("nb201:")
-        if op == "stem":
-            module = nn.Sequential(nn.Conv2d(part.cin, part.cout, 3, padding=1, bias=False),
-                                   nn.BatchNorm2d(part.cout))
-        elif op == "reduce":
-            module = Reduction(part.cin, part.cout)
-        elif op == "head":
-            module = nn.Sequential(nn.BatchNorm2d(part.cin), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
-                                   nn.Linear(part.cin, part.cout))
-        elif op in OPS[1:]:
-            module = edge_module(op, part.cin)
-        else:
-            raise StructureError(f"unknown NAS-Bench-201 part {part.op!r}")
-        return module, shape
 
     def smallest(self) -> Cell:
         """Every edge ``none``: no convolution in any cell."""
