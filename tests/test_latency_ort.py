@@ -161,7 +161,7 @@ def test_a_new_backend_is_one_new_file(tmp_path, monkeypatch):
         "    def __init__(self, **settings):\n"
         "        self.settings = settings\n")
     monkeypatch.setattr(backends, "__path__", [*backends.__path__, str(tmp_path)])
-    monkeypatch.setattr(backends, "_BACKENDS", dict(backends._BACKENDS))
+    monkeypatch.setattr(backends._BACKENDS, "_entries", dict(backends._BACKENDS._entries))
     monkeypatch.delitem(sys.modules, "hwnas.latency.backends.echo_backend", raising=False)
     try:
         assert "echo" in backends.backend_names()

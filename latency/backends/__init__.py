@@ -15,12 +15,11 @@ naming what is missing, never a silent fallback.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from typing import Callable, Protocol
+from typing import Protocol
 
 from hwnas.errors import BackendUnavailable, HwnasError
 from hwnas.latency.timing import Measurement, Timer
+from hwnas.registry import Registry
 
 
 class Backend(Protocol):
@@ -43,33 +42,20 @@ class Backend(Protocol):
         """Batch time of ``module`` on inputs of ``(batch, *input_shape)``."""
 
 
-_BACKENDS: dict[str, Callable[..., Backend]] = {}
-
-
-def register_backend(name: str):
-    def wrap(factory):
-        _BACKENDS[name] = factory
-        return factory
-
-    return wrap
-
-
-def _discover() -> None:
-    """Import every module of this package once, so that each registers its backend."""
-    for info in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{info.name}")
+_BACKENDS = Registry(__name__)
+register_backend = _BACKENDS.register
 
 
 def backend_names() -> list[str]:
-    _discover()
-    return sorted(_BACKENDS)
+    return _BACKENDS.names()
 
 
 def get_backend(name: str, **settings) -> Backend:
     """A backend by name with its settings; raises BackendUnavailable with the reason."""
-    if name not in backend_names():
+    factory = _BACKENDS.get(name)
+    if factory is None:
         raise HwnasError(f"unknown latency backend {name!r}; expected one of: {', '.join(backend_names())}")
-    return _BACKENDS[name](**settings)
+    return factory(**settings)
 
 
 def probe(name: str, **settings) -> str | None:

@@ -11,45 +11,30 @@ source is one new file.
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import pkgutil
 import shutil
 from pathlib import Path
 from typing import Callable
 
 from hwnas.errors import ProfileError
 from hwnas.latency.profile import Profile
+from hwnas.registry import Registry
 
 LICENSE_FILES = ("LICENSE", "NOTICE")  # the source's terms, copied beside the profile
 
-_SOURCES: dict[str, Callable] = {}
-
-
-def register_source(name: str):
-    def wrap(build: Callable) -> Callable:
-        _SOURCES[name] = build
-        return build
-
-    return wrap
-
-
-def _discover() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
+_SOURCES = Registry(__name__)
+register_source = _SOURCES.register
 
 
 def source_names() -> list[str]:
-    _discover()
-    return sorted(_SOURCES)
+    return _SOURCES.names()
 
 
 def get_source(name: str) -> Callable:
-    _discover()
-    try:
-        return _SOURCES[name]
-    except KeyError:
-        raise ProfileError(f"unknown profile source {name!r}; expected one of: {', '.join(sorted(_SOURCES))}") from None
+    build = _SOURCES.get(name)
+    if build is None:
+        raise ProfileError(f"unknown profile source {name!r}; expected one of: {', '.join(source_names())}")
+    return build
 
 
 def import_profile(name: str, path: str | Path, **options) -> Profile:
