@@ -257,6 +257,8 @@ def test_zen_naslib_names_why_a_cell_fails():
     cut = space.parse("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|")
     with pytest.raises(ProxyError, match="Δ = 0"):
         get_proxy("zen_naslib", batch_size=2, resolution=8).score(space, cut)
+    with pytest.raises(ProxyError, match="Δ = 0"):
+        get_proxy("zen", batch_size=2, resolution=8).score(space, cut)
     with pytest.raises(Exception, match="bn"):
         get_proxy("zen_naslib", bn="frozen")
 
