@@ -49,7 +49,8 @@ class Proxy(ABC):
     options: ClassVar[dict] = {}
     # Proxies computed from the architecture alone ignore repeats and seeds.
     deterministic: ClassVar[bool] = False
-    # True if the proxy is defined on real images and labels; every proxy here also runs data-free.
+    # True if the proxy cannot run without real images and labels. None here does: those defined on real
+    # data (ZiCo, the NASLib set, grad_norm, snip) run on Gaussian images and uniformly drawn labels.
     needs_data: ClassVar[bool] = False
 
     def __init__(self, resolution: int | None = None, batch_size: int | None = None, repeat: int = 1,
