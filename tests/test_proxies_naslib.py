@@ -164,6 +164,20 @@ def test_zico_by_hand():
     assert got == pytest.approx(want, rel=1e-4)
 
 
+def test_zico_accumulated_gradients_as_the_authors_code():
+    space = TinySpace()
+    got = get_proxy("zico", batch_size=4, seed=6, batches=3, gradients="accumulated").score(space, None).value
+    w1, w2 = _weights(space)
+    grads = [_forward_backward(w1, w2, x, y) for x, y in _draws(6, 4, batches=3)]
+    want = 0.0
+    for key in ("g1", "g2"):
+        g = np.cumsum(np.stack([fb[key].ravel() for fb in grads]), axis=0)  # g1, g1+g2, g1+g2+g3
+        std = g.std(axis=0)
+        keep = std > 0
+        want += np.log((np.abs(g).mean(axis=0)[keep] / std[keep]).sum())
+    assert got == pytest.approx(want, rel=1e-4)
+
+
 def test_every_proxy_says_whether_it_needs_data_and_none_does():
     for name in proxy_names():
         assert proxy_class(name).needs_data is False, name
