@@ -185,6 +185,8 @@ def test_listing_says_which_device_and_whether_it_fits_here():
 
     for row in list_profiles():
         meta = Profile.load(row["name"]).metadata
-        assert (row["device"], row["isa"], row["threads"]) == (meta["device"]["name"], meta["device"]["simd"],
-                                                               meta["settings"]["threads"])
+        assert (row["device"], row["isa"], row["threads"]) == (meta["device"]["name"], meta["device"].get("simd"),
+                                                               meta["settings"].get("threads"))
+        imported = meta.get("source", {}).get("kind") == "imported"
+        assert row["source"].startswith("imported: " if imported else "measured by profile-device")
         assert row["host_differences"] == host_differences(meta) and row["fits_host"] == (not host_differences(meta))

@@ -52,6 +52,9 @@ class Proxy(ABC):
     options: ClassVar[dict] = {}
     # Proxies computed from the architecture alone ignore repeats and seeds.
     deterministic: ClassVar[bool] = False
+    # True if the proxy cannot run without real images and labels. None here does: those defined on real
+    # data (ZiCo, the NASLib set, grad_norm, snip) run on Gaussian images and uniformly drawn labels.
+    needs_data: ClassVar[bool] = False
 
     def __init__(self, resolution: int | None = None, batch_size: int | None = None, repeat: int = 1,
                  seed: int = 0, device: str = "cpu", dtype: str = "float32", **specific):
@@ -237,3 +240,40 @@ def gaussian_input(generator: torch.Generator, batch: int, resolution: int, devi
 def features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The feature map before global pooling."""
     return net.forward_features(x)
+
+
+# -- set-relative proxies ----------------------------------------------------------
+class SetRelativeProxy(Proxy):
+    """A proxy whose score ranks an architecture among others (AZ-NAS's rank aggregation).
+
+    Its components are per architecture (``components(space, arch)``, the
+    mean over ``repeat`` evaluations); ``aggregate(table)`` turns the
+    component table of a set into one score per row, meaningful only within
+    that set. ``score_set(space, archs)`` does both. A single ``score`` has
+    no meaning, so it raises a ProxyError naming this; a search keeps each
+    architecture's components and re-aggregates over the set it compares
+    (docs/proxies.md).
+    """
+
+    component_names: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def evaluate_components(self, space, arch, generator: torch.Generator) -> dict[str, float]:
+        """One independent evaluation of the components (a component may be -inf: it ranks last)."""
+
+    @abstractmethod
+    def aggregate(self, table) -> list[float]:
+        """One score per row of ``table`` (a sequence of component dicts), relative to that set."""
+
+    def components(self, space, arch) -> dict[str, float]:
+        g = self.generator()
+        rows = [self.evaluate_components(space, arch, g) for _ in range(1 if self.deterministic else self.repeat)]
+        return {k: sum(r[k] for r in rows) / len(rows) for k in self.component_names}
+
+    def score_set(self, space, archs) -> list[ProxyResult]:
+        table = [self.components(space, a) for a in archs]
+        return [ProxyResult(v, row) for v, row in zip(self.aggregate(table), table)]
+
+    def evaluate(self, space, arch, generator):
+        raise ProxyError(f"proxy {self.name!r} ranks an architecture within a set: score a set with "
+                         "score_set(space, archs), or aggregate stored components (docs/proxies.md)")

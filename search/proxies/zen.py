@@ -33,7 +33,7 @@ import math
 import torch
 from torch import nn
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, ProxyError
 from hwnas.search.proxies.base import Proxy, build_network, features, gaussian_input, register_proxy
 
 _BN = nn.modules.batchnorm._BatchNorm
@@ -80,5 +80,9 @@ class ZenScore(Proxy):
         else:
             bn = sum(math.log(math.sqrt(m.running_var.double().mean().item())) for m in bns
                      if m.running_var is not None)
-        log_delta = math.log(delta) if delta > 0 else float("-inf")
+        if not delta > 0:
+            why = ("Δ = 0: the output does not depend on the input (on NB201, `none` edges cut it off), so log Δ = -inf"
+                   if delta == 0 else f"Δ = {delta}: the features overflow {self.dtype_name}")
+            raise ProxyError(f"proxy 'zen' gave a non-finite score ({why}); the candidate is rejected")
+        log_delta = math.log(delta)
         return log_delta + bn, {"log_delta": log_delta, "bn": bn}
