@@ -19,8 +19,8 @@ id never names another object while it is cached.
 
 from __future__ import annotations
 
-from itertools import chain, repeat
-from operator import attrgetter, itemgetter
+from itertools import chain, compress, repeat
+from operator import attrgetter, itemgetter, not_
 
 import numpy as np
 
@@ -34,6 +34,7 @@ _SIZE_MASK = (1 << _SIZE_BITS) - 1
 _ROW_SHIFT = _SIZE_BITS + 1
 _BLOCKS, _LAST = attrgetter("blocks"), itemgetter(-1)
 _STRIDE, _OUT = attrgetter("stride"), attrgetter("out_channels")
+_FIRST, _SECOND, _THIRD = itemgetter(0), itemgetter(1), itemgetter(2)
 
 
 class Terms:
@@ -133,7 +134,7 @@ class BlockRows:
                 r = index.get(key)
                 if r is None:
                     r = index[key] = first_new + len(new)
-                    new.append((b, h))
+                    new.append((b, h, key))
                 code = id_code[id(b)] = r << _ROW_SHIFT | (b.stride == 2) << _SIZE_BITS | h
                 self._id_blocks.append(b)
             rows.append(code >> _ROW_SHIFT)
@@ -148,7 +149,7 @@ class BlockRows:
             self._add(new)
         return rows
 
-    def _codes_by_value(self, blocks: list, h: int, first_new: int, new: list) -> list[int]:
+    def _codes_by_value(self, blocks: list, h: int, first_new: int, new: list) -> np.ndarray:
         """Codes of ``blocks`` at input size ``h``, found by value; rows not cached are numbered after
         ``first_new`` and the rows queued in ``new``, and queued, each once. The objects are kept alive."""
         index = self._row_at.get(h)
@@ -161,10 +162,11 @@ class BlockRows:
             for k in fresh.keys() & index.keys():
                 del fresh[k]
             index.update(zip(fresh, range(first_new + len(new), first_new + len(new) + len(fresh))))
-            new += zip(fresh.values(), repeat(h))
+            new += zip(fresh.values(), repeat(h), fresh)
             rows = list(map(index.__getitem__, keys))
         self._id_blocks += blocks
-        return [r << _ROW_SHIFT | (b.stride == 2) << _SIZE_BITS | h for r, b in zip(rows, blocks)]
+        halves = np.fromiter(map(_STRIDE, blocks), dtype=np.int64, count=len(blocks)) == 2
+        return np.array(rows, dtype=np.int64) << _ROW_SHIFT | halves.astype(np.int64) << _SIZE_BITS | h
 
     def of_many(self, archs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The rows of many networks' blocks (concatenated) and heads, and where each network's blocks start:
@@ -239,22 +241,24 @@ class BlockRows:
         return out
 
     def _add(self, keys: list) -> None:
-        """Compute and store the rows of new cache keys, in order: ``(block, input size)`` or ``("head",
-        width, size)``. Many new blocks are expanded in columns, a few one by one."""
+        """Compute and store the rows of new cache entries, in order: ``(block, input size, its block_key)`` or
+        ``("head", width, size)``. Many new blocks are expanded in columns, a few one by one."""
         kernels, terms = self.kernels, self.terms
         new = np.zeros((len(keys), WIDTH))
-        blocks = [j for j, key in enumerate(keys) if len(key) == 2]
+        is_head = list(map(isinstance, map(_FIRST, keys), repeat(str)))  # ("head", width, size)
+        heads = list(compress(range(len(keys)), is_head))
+        blocks = list(compress(range(len(keys)), map(not_, is_head))) if heads else list(range(len(keys)))
         if len(blocks) >= self.columns_from:
-            sizes = np.array([keys[j][1] for j in blocks], dtype=np.int64)
-            columns = kernels.kernel_columns([kernels.block_key(keys[j][0]) for j in blocks], sizes)
+            entries = list(map(keys.__getitem__, blocks))
+            sizes = np.fromiter(map(_SECOND, entries), dtype=np.int64, count=len(entries))
+            columns = kernels.kernel_columns(list(map(_THIRD, entries)), sizes)
             new[blocks] = terms.of_columns(*columns, n=len(blocks))
         else:
             for j in blocks:
-                b, h = keys[j]
+                b, h, _ = keys[j]
                 new[j] = terms.of_parts(kernels.weighted_parts(b, h))
-        for j, key in enumerate(keys):
-            if len(key) == 3:
-                new[j] = terms.of_parts([(1.0, kernels.head_part(key[1], key[2]))])
+        for j in heads:
+            new[j] = terms.of_parts([(1.0, kernels.head_part(keys[j][1], keys[j][2]))])
         used = len(self.times)
         if used + len(keys) > len(self.rows):
             size = max(2 * len(self.rows), used + len(keys))
