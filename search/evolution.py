@@ -28,6 +28,7 @@ from the profile's table instead of live timing.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import deque
@@ -129,8 +130,12 @@ def prepare(config: SearchConfig, latency_batch: int | None = None) -> Prepared:
     smallest = space.smallest()
     # rho is not monotone in size (the narrowest network has the largest), so it is left out here.
     size_only = BudgetChecker(space, replace(budgets, rho_max=None), predictor)
-    reason = size_only.violation(size_only.measure(smallest))
-    if reason is not None:
+    start = size_only.measure(smallest)
+    # A device may have no figure for the smallest network (an imported profile marks it not deployable:
+    # infinite latency); then it proves nothing about the others, and the search starts from the initial one.
+    deployable = start.latency_ms is None or math.isfinite(start.latency_ms)
+    reason = size_only.violation(start)
+    if reason is not None and deployable:
         raise BudgetError(f"no network of space {space.name!r} meets the budgets: even its smallest "
                           f"network has {reason}")
 
@@ -141,6 +146,10 @@ def prepare(config: SearchConfig, latency_batch: int | None = None) -> Prepared:
         # The space's starting network is sized for ZenNAS's budgets; under a tighter budget
         # the search grows from its narrowest form instead (as space.sample does).
         if size_only.violation(size_only.measure(initial)) is not None:
+            if not deployable:
+                raise BudgetError(f"neither the initial nor the smallest network of space {space.name!r} meets "
+                                  f"the budgets on this profile (the smallest has {reason}); pass --initial with "
+                                  "one that does")
             initial = smallest
     config = replace(config, initial=space.format(initial))
 

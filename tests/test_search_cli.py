@@ -95,3 +95,27 @@ def test_search_json_output_and_refusal_to_overwrite(tmp_path, capsys):
     assert (out / "summary.json").read_text() == before  # nothing written is lost
     code, _, err = _run(search_main, [*FAST, "--params", "2e5", "--out", str(out), "--resume"], capsys)
     _one_line_error(code, err, "budgets")
+
+
+def test_search_on_an_edge_tpu_profile_never_keeps_an_undeployable_cell(tmp_path, capsys):
+    """HW-NAS-Bench's Edge TPU rejects some cells (the smallest, all-none cell among them): the search still
+    starts (from the initial cell), and every accepted cell has a published, finite latency within budget."""
+    import math
+
+    import pandas as pd
+
+    from hwnas.latency.profile import Profile
+
+    table = Profile.load("hwnasbench-edgetpu-b1-nb201").network_table()
+    args = ["--space", "nb201", "--profile", "hwnasbench-edgetpu-b1-nb201", "--latency-ms", "1.0",
+            "--batch-size", "2", "--population", "4", "--iterations", "12", "--no-progress", "--seed", "1",
+            "--out", str(tmp_path / "run"), "--json"]
+    code, out, err = _run(search_main, args, capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["meets_budgets"] and summary["latency_ms"] == table[summary["best_structure"]] <= 1.0
+    history = pd.read_parquet(tmp_path / "run" / "history.parquet")
+    accepted = history[history.accepted]
+    assert len(accepted) > 0
+    for arch, latency in zip(accepted.structure, accepted.latency_ms):
+        assert math.isfinite(latency) and latency == table[arch] <= 1.0
