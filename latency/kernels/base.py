@@ -11,6 +11,8 @@ modules are discovered, not listed.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import importlib
 import pkgutil
 from dataclasses import dataclass
@@ -67,7 +69,7 @@ def conv_spec(part: Part) -> tuple[int, int] | None:
     return None
 
 
-class Decomposition:
+class Decomposition(ABC):
     """The parts of the networks of one space.
 
     ``block_arch`` is the architecture type whose networks are sums of
@@ -86,17 +88,17 @@ class Decomposition:
     def __init__(self, space):
         self.space = space
 
+    @abstractmethod
     def parts(self, arch) -> list[Part]:
         """The latency-table parts whose sum (before calibration) is the network."""
-        raise NotImplementedError
 
+    @abstractmethod
     def grid_parts(self, grid: str = "coarse") -> Iterable[Part]:
         """Every part the space can produce on a width grid (``coarse`` or ``full``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def build_part(self, part: Part):
         """A torch module computing just this part, and its input shape (C, H, W)."""
-        raise NotImplementedError
 
 
 _REGISTRY: dict[type, type[Decomposition]] = {}
