@@ -52,8 +52,10 @@ class Scorer:
     def proxy(self, seed: int, batch_size: int | None = None):
         from hwnas.search.proxies import get_proxy
 
-        return get_proxy(self.proxy_name, resolution=self.space.resolution, batch_size=batch_size or self.batch_size,
-                         repeat=self.repeat, seed=seed, device="cpu", **self.proxy_options)
+        # --proxy-option resolution=R scores at another input size (a cheaper evaluation); default: the space's
+        options = {"resolution": self.space.resolution, **self.proxy_options}
+        return get_proxy(self.proxy_name, batch_size=batch_size or self.batch_size, repeat=self.repeat, seed=seed,
+                         device="cpu", **options)
 
     def __call__(self, text: str, threshold: float | None = None) -> tuple[float | None, dict, str | None]:
         """(score, parts, None), or (None, {}, reason) when the proxy cannot score it.

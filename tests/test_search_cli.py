@@ -119,3 +119,19 @@ def test_search_on_an_edge_tpu_profile_never_keeps_an_undeployable_cell(tmp_path
     assert len(accepted) > 0
     for arch, latency in zip(accepted.structure, accepted.latency_ms):
         assert math.isfinite(latency) and latency == table[arch] <= 1.0
+
+
+def test_proxy_option_resolution_scores_at_that_size(tmp_path, capsys):
+    """--proxy-option resolution=R (a cheaper evaluation) is passed to the proxy instead of the space's own
+    resolution: the run's best score equals the proxy's score of that structure at R."""
+    from hwnas.models.spaces.base import get_space
+    from hwnas.search.workers import candidate_seed
+    from hwnas.search.proxies import get_proxy
+
+    args = [*FAST, "--params", "1e6", "--proxy-option", "resolution=16", "--out", str(tmp_path / "r"), "--json"]
+    code, out, err = _run(search_main, args, capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    space = get_space("cifar32")
+    proxy = get_proxy("zen", resolution=16, batch_size=2, seed=candidate_seed(0, summary["best_structure"]))
+    assert summary["score"] == pytest.approx(proxy.score(space, space.parse(summary["best_structure"])).value)
