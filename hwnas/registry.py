@@ -1,6 +1,7 @@
-"""The registry shape shared by pluggable kinds (latency backends, profile sources): a name → entry map filled
-by a decorator in each module of one package, whose modules are imported when names are asked for (a module
-already imported costs a dictionary look-up), so that adding one is one new file in that package."""
+"""The registry shape shared by every pluggable kind (spaces, proxies, decompositions, latency backends, profile
+sources): a key → entry map filled by a decorator in each module of one package, whose modules are imported
+when entries are asked for (a module already imported costs a dictionary look-up), so that adding one is one
+new file in that package."""
 
 from __future__ import annotations
 

@@ -36,12 +36,13 @@ import pandas as pd
 
 from hwnas.errors import ProfileError
 from hwnas.latency.kernels import kernels_for
+from hwnas.models.spaces.base import FiniteSpace
 
 
 def supports_graph_features(space, backend: str, settings: dict) -> bool:
     """Whether a profile of ``space`` on this backend gets graph features (finite spaces whose decomposition
     builds ONNX graphs, ONNX Runtime on CPU)."""
-    return (kernels_for(space).builds_onnx and hasattr(space, "all_archs") and backend == "onnxruntime"
+    return (kernels_for(space).builds_onnx and isinstance(space, FiniteSpace) and backend == "onnxruntime"
             and settings.get("device", "cpu") == "cpu")
 
 

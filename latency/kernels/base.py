@@ -13,13 +13,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Iterable
 
 from hwnas.errors import HwnasError
+from hwnas.registry import Registry
 
 
 @dataclass(frozen=True, order=True)
@@ -101,31 +99,18 @@ class Decomposition(ABC):
         """A torch module computing just this part, and its input shape (C, H, W)."""
 
 
-_REGISTRY: dict[type, type[Decomposition]] = {}
+_REGISTRY = Registry(__package__)  # keyed by space class; every module of hwnas.latency.kernels is imported
 
 
 def register(space_class: type):
     """Class decorator: the decomposition of the spaces of ``space_class``."""
-
-    def wrap(cls):
-        _REGISTRY[space_class] = cls
-        return cls
-
-    return wrap
-
-
-@lru_cache(maxsize=1)
-def _discover() -> None:
-    # Importing the modules of this package runs their @register decorators.
-    package = importlib.import_module(__package__)
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{__package__}.{module.name}")
+    return _REGISTRY.register(space_class)
 
 
 def kernels_for(space) -> Decomposition:
     """The decomposition of ``space`` (its class's, found in the modules of this package)."""
-    _discover()
     for cls in type(space).__mro__:
-        if cls in _REGISTRY:
-            return _REGISTRY[cls](space)
+        decomposition = _REGISTRY.get(cls)
+        if decomposition is not None:
+            return decomposition(space)
     raise HwnasError(f"space {getattr(space, 'name', space)!r} has no latency decomposition")

@@ -13,14 +13,13 @@ Capabilities beyond :class:`Space` are protocols of their own, checked with
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import random
-from typing import Callable, Hashable, Protocol, Sequence, runtime_checkable
+from typing import Hashable, Protocol, Sequence, runtime_checkable
 
 from torch import nn
 
 from hwnas.errors import HwnasError
+from hwnas.registry import Registry
 from hwnas.models.counts import Counts
 
 
@@ -77,35 +76,20 @@ class StructureSpace(Space, Protocol):
         """DeepMAD's ρ of the network (:func:`hwnas.models.counts.effectiveness`)."""
 
 
-_SPACES: dict[str, Callable[[], Space]] = {}
+_SPACES = Registry(__package__)  # hwnas.models.spaces: every module of it is imported to register its spaces
 
 
 def register_space(name: str):
     """Class decorator: make a space available by name."""
-
-    def wrap(factory):
-        _SPACES[name] = factory
-        return factory
-
-    return wrap
+    return _SPACES.register(name)
 
 
 def get_space(name: str) -> Space:
-    _load_builtin()
-    try:
-        return _SPACES[name]()
-    except KeyError:
-        raise HwnasError(f"unknown space {name!r}; expected one of: {', '.join(sorted(_SPACES))}") from None
+    factory = _SPACES.get(name)
+    if factory is None:
+        raise HwnasError(f"unknown space {name!r}; expected one of: {', '.join(space_names())}")
+    return factory()
 
 
 def space_names() -> list[str]:
-    _load_builtin()
-    return sorted(_SPACES)
-
-
-def _load_builtin() -> None:
-    # Importing every module of the package runs its @register_space decorators.
-    import hwnas.models.spaces as package
-
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{module.name}")
+    return _SPACES.names()

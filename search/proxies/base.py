@@ -17,9 +17,7 @@ global RNG state, and the global RNG state is left untouched.
 
 from __future__ import annotations
 
-import importlib
 import math
-import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
@@ -28,6 +26,7 @@ import torch
 from torch import nn
 
 from hwnas.errors import HwnasError, ProxyError
+from hwnas.registry import Registry
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
@@ -136,7 +135,7 @@ def _finite(name: str, value) -> float:
 
 
 # -- registry -------------------------------------------------------------------
-_PROXIES: dict[str, type[Proxy]] = {}
+_PROXIES = Registry("hwnas.search.proxies")  # every module of the package is imported to register its proxies
 
 
 def register_proxy(name: str) -> Callable[[type[Proxy]], type[Proxy]]:
@@ -144,37 +143,29 @@ def register_proxy(name: str) -> Callable[[type[Proxy]], type[Proxy]]:
 
     def wrap(cls: type[Proxy]) -> type[Proxy]:
         cls.name = name
-        _PROXIES[name] = cls
-        return cls
+        return _PROXIES.register(name)(cls)
 
     return wrap
 
 
-def _load_builtin() -> None:
-    # Importing every module of the package runs its @register_proxy decorators.
-    import hwnas.search.proxies as package
-
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{module.name}")
-
-
 def proxy_names() -> list[str]:
     """Registered proxy names (hybrid expressions of them are accepted too)."""
-    _load_builtin()
-    return sorted(_PROXIES)
+    return _PROXIES.names()
 
 
 def proxy_class(name: str) -> type[Proxy]:
-    _load_builtin()
-    return _PROXIES[name]
+    cls = _PROXIES.get(name)
+    if cls is None:
+        raise KeyError(name)
+    return cls
 
 
 def get_proxy(name: str, **options) -> Proxy:
     """A proxy by registered name, or a hybrid expression over registered names."""
-    _load_builtin()
     name = name.strip()
-    if name in _PROXIES:
-        return _PROXIES[name](**options)
+    cls = _PROXIES.get(name)
+    if cls is not None:
+        return cls(**options)
     from hwnas.search.proxies.hybrid import Hybrid
 
     return Hybrid(name, **options)
