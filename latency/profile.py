@@ -67,7 +67,7 @@ def shipped_dir() -> Path:
 
 def profile_name(backend: str, settings: dict, space: str, gpu: str | None = None) -> str:
     """The default name of a profile: ``ort-cpu1-b1-imagenet224``, ``trt-v100-fp16-b64-imagenet224``."""
-    short = {"onnxruntime": "ort", "tensorrt": "trt", "torch": "torch"}[backend]
+    short = {"onnxruntime": "ort", "tensorrt": "trt"}.get(backend, backend)
     if settings.get("device", "cpu") == "cpu":
         return f"{short}-cpu{settings['threads']}-b{settings['batch']}-{space}"
     slug = "".join(ch for ch in (gpu or "gpu").lower() if ch.isalnum())
@@ -201,7 +201,13 @@ class Profile:
             problems.append(f"it was measured at batch {self.batch}, latency is asked at batch {batch} (expected "
                             f"a profile measured at batch {batch})")
         differences = device_mod.host_differences(self.metadata) if host else []
-        if differences:
+        source = self.metadata.get("source", {})
+        if differences and source.get("kind") == "imported":
+            problems.append(f"it holds published measurements of {self.metadata.get('device', {}).get('name')} "
+                            f"by {source.get('measured_by')}, imported, and this machine is not that device, so "
+                            f"networks cannot be {doing} here for it (predictions need no device: search without "
+                            "measuring)")
+        elif differences:
             problems.append(f"it was measured on {device_mod.describe(self.metadata.get('device', {}))} and "
                             f"{', '.join(differences)}, so networks cannot be {doing} here for it (to measure on "
                             f"this machine, profile it: {profile_command(self.metadata)}, and pass that folder as "

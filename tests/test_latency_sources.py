@@ -223,3 +223,13 @@ def test_hwnasbench_profile_looks_cells_up_and_never_accepts_rejected_ones(tmp_p
         assert (device == "edgetpu") == bool((~ok).any())
     with pytest.raises(ProfileError, match="unknown HW-NAS-Bench device"):
         import_profile("hw-nas-bench", HWNB / "latency.csv", device="tpu9")
+
+
+@pytest.mark.parametrize("name", ["hwnasbench-pixel3-b1-nb201", "trt-v100-fp16-b64-imagenet224"])
+def test_an_imported_profile_refuses_measuring_here_in_one_line(name):
+    """Nothing is measured for a device hwnas only has published figures of; the refusal says so (no
+    profile-device command: that would profile this machine, not the published device)."""
+    profile = Profile.load(name)
+    if profile.metadata["device"]["name"].lower() in ("google pixel 3", "tesla v100"):
+        with pytest.raises(ProfileError, match="published measurements of .* imported, and this machine is not"):
+            profile.check(host=True)
