@@ -37,19 +37,29 @@ from hwnas.search.proxies.base import Proxy, build_network, features, gaussian_i
 _WEIGHTED = (nn.Conv2d, nn.Linear)
 
 
+def _layers(net: nn.Module) -> list[nn.Module]:
+    """The convolutions and linear layers of ``net``: the weights the gradient proxies look at."""
+    return [m for m in net.modules() if isinstance(m, _WEIGHTED)]
+
+
 def _weights(net: nn.Module):
-    return [m.weight for m in net.modules() if isinstance(m, _WEIGHTED)]
+    return [m.weight for m in _layers(net)]
 
 
 class _LossProxy(Proxy):
-    """Shared by grad_norm and snip: one mini-batch, cross-entropy against random labels."""
+    """Shared by the proxies of one mini-batch with cross-entropy against random labels (grad_norm, snip and the
+    NASLib set): a network in PyTorch's default initialisation, in train mode, a Gaussian batch, uniform labels."""
 
-    def _gradients(self, space, arch, generator):
+    def _setup(self, space, arch, generator):
         res, batch = self.resolution_for(space), self.batch_for(space)
         net = build_network(space, arch, generator, init="default", device=self.device, dtype=self.dtype)
         net.train()
         x = gaussian_input(generator, batch, res, self.device, self.dtype)
         labels = torch.randint(0, space.num_classes, (batch,), generator=generator, device=self.device)
+        return net, x, labels
+
+    def _gradients(self, space, arch, generator):
+        net, x, labels = self._setup(space, arch, generator)
         loss = F.cross_entropy(net(x), labels)
         weights = _weights(net)
         grads = torch.autograd.grad(loss, weights, allow_unused=True)

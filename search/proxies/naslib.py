@@ -39,32 +39,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import ProxyError
-from hwnas.search.proxies.base import Proxy, build_network, gaussian_input, register_proxy
-
-_WEIGHTED = (nn.Conv2d, nn.Linear)
-
-
-class _BatchProxy(Proxy):
-    """One network, one Gaussian batch, uniformly drawn labels."""
-
-    def _setup(self, space, arch, generator):
-        res, batch = self.resolution_for(space), self.batch_for(space)
-        net = build_network(space, arch, generator, init="default", device=self.device, dtype=self.dtype)
-        net.train()
-        x = gaussian_input(generator, batch, res, self.device, self.dtype)
-        labels = torch.randint(0, space.num_classes, (batch,), generator=generator, device=self.device)
-        return net, x, labels
-
-    @staticmethod
-    def _layers(net):
-        return [m for m in net.modules() if isinstance(m, _WEIGHTED)]
-
+from hwnas.search.proxies.base import Proxy, build_network, register_proxy
+from hwnas.search.proxies.classic import _LossProxy, _layers
 
 @register_proxy("plain")
-class Plain(_BatchProxy):
+class Plain(_LossProxy):
     def evaluate(self, space, arch, generator):
         net, x, labels = self._setup(space, arch, generator)
-        weights = [m.weight for m in self._layers(net)]
+        weights = [m.weight for m in _layers(net)]
         grads = torch.autograd.grad(F.cross_entropy(net(x), labels), weights, allow_unused=True)
         return float(sum((w.detach().double() * g.double()).sum() for w, g in zip(weights, grads) if g is not None)), {}
 
@@ -73,14 +55,14 @@ class Plain(_BatchProxy):
 class L2Norm(Proxy):
     def evaluate(self, space, arch, generator):
         net = build_network(space, arch, generator, init="default", device=self.device, dtype=self.dtype)
-        return float(sum(m.weight.detach().double().norm() for m in net.modules() if isinstance(m, _WEIGHTED))), {}
+        return float(sum(m.weight.detach().double().norm() for m in _layers(net))), {}
 
 
 @register_proxy("fisher")
-class Fisher(_BatchProxy):
+class Fisher(_LossProxy):
     def evaluate(self, space, arch, generator):
         net, x, labels = self._setup(space, arch, generator)
-        layers = self._layers(net)
+        layers = _layers(net)
         acts: dict[nn.Module, torch.Tensor] = {}
 
         def keep(module, inputs, output):
@@ -106,10 +88,10 @@ class Fisher(_BatchProxy):
 
 
 @register_proxy("grasp")
-class Grasp(_BatchProxy):
+class Grasp(_LossProxy):
     def evaluate(self, space, arch, generator):
         net, x, labels = self._setup(space, arch, generator)
-        weights = [m.weight for m in self._layers(net)]
+        weights = [m.weight for m in _layers(net)]
         g = torch.autograd.grad(F.cross_entropy(net(x), labels), weights, allow_unused=True)
         g_f = torch.autograd.grad(F.cross_entropy(net(x), labels), weights, create_graph=True, allow_unused=True)
         z = sum((a.detach() * b).sum() for a, b in zip(g, g_f) if a is not None and b is not None)
@@ -156,14 +138,14 @@ def epe_score(jacobians: np.ndarray, labels: np.ndarray, num_classes: int) -> fl
 
 
 @register_proxy("jacov")
-class Jacov(_BatchProxy):
+class Jacov(_LossProxy):
     def evaluate(self, space, arch, generator):
         net, x, _ = self._setup(space, arch, generator)
         return jacov_score(input_jacobians(net, x)), {}
 
 
 @register_proxy("epe_nas")
-class EpeNas(_BatchProxy):
+class EpeNas(_LossProxy):
     def evaluate(self, space, arch, generator):
         net, x, labels = self._setup(space, arch, generator)
         return epe_score(input_jacobians(net, x), labels.cpu().numpy(), space.num_classes), {}
