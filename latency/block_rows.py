@@ -25,6 +25,7 @@ from operator import attrgetter, itemgetter, not_
 import numpy as np
 
 from hwnas.errors import ProfileError
+from hwnas.latency.kernels.base import Part
 from hwnas.latency.part_table import PartTable, misaligned, op_shape
 
 WIDTH = 6  # columns of a row: the Features fields
@@ -48,6 +49,7 @@ class Terms:
         if precision == "fp16":
             self.mb_per_elem /= 2
             self.mb_per_param /= 2
+        self._kernel_terms: dict[tuple, tuple] = {}
 
     def of_parts(self, weighted) -> tuple[float, ...]:
         """The features of ``(weight, part)`` pairs (a part counted ``weight`` times)."""
@@ -65,6 +67,32 @@ class Terms:
             n += w
             if misaligned(dense, cin, cout, block):
                 mis += w * ms
+        return total, mb, n, mis, params * self.mb_per_param, mb2
+
+    def of_kernels(self, weighted) -> tuple[float, ...]:
+        """:meth:`of_parts` of ``(weight, op, cin, cout, resolution, stride)`` (parts with the default
+        ``mid``, ``first``, ``se`` and ``extra``); each kernel's terms are computed once and kept."""
+        total = mb = n = mis = params = mb2 = 0.0
+        memo = self._kernel_terms
+        for w, op, cin, cout, size, stride in weighted:
+            key = (op, cin, cout, size, stride)
+            terms = memo.get(key)
+            if terms is None:
+                if len(memo) > 1_000_000:  # a long search: keep memory bounded
+                    memo.clear()
+                part = Part(op, cin, cout, size, stride)
+                ms = self.table.ms(part)
+                dense, square, depthwise = op_shape(op)
+                terms = memo[key] = (ms, cin * size * size * self.mb_per_elem,
+                                     square * (cout if depthwise else cin * cout),  # the part's weights
+                                     ms if misaligned(dense, cin, cout, self.block) else 0.0)
+            ms, handed, weights, mis_ms = terms
+            total += w * ms
+            mb += w * handed
+            mb2 += w * handed * handed
+            params += w * weights  # integers: exact in any order, as in of_parts
+            n += w
+            mis += w * mis_ms
         return total, mb, n, mis, params * self.mb_per_param, mb2
 
     def of_columns(self, owner, weight, ops, code, cin, cout, size, stride, n: int) -> np.ndarray:
@@ -244,6 +272,11 @@ class BlockRows:
         """Compute and store the rows of new cache entries, in order: ``(block, input size, its block_key)`` or
         ``("head", width, size)``. Many new blocks are expanded in columns, a few one by one."""
         kernels, terms = self.kernels, self.terms
+        if len(keys) < self.columns_from:  # a few (a search's one new block): one by one, no numpy per entry
+            new = np.array([terms.of_parts([(1.0, kernels.head_part(k[1], k[2]))]) if k[0].__class__ is str
+                            else terms.of_kernels(kernels.weighted_kernels(k[0], k[1])) for k in keys])
+            self._store(new)
+            return
         new = np.zeros((len(keys), WIDTH))
         is_head = list(map(isinstance, map(_FIRST, keys), repeat(str)))  # ("head", width, size)
         heads = list(compress(range(len(keys)), is_head))
@@ -256,16 +289,20 @@ class BlockRows:
         else:
             for j in blocks:
                 b, h, _ = keys[j]
-                new[j] = terms.of_parts(kernels.weighted_parts(b, h))
+                new[j] = terms.of_kernels(kernels.weighted_kernels(b, h))
         for j in heads:
             new[j] = terms.of_parts([(1.0, kernels.head_part(keys[j][1], keys[j][2]))])
-        used = len(self.times)
-        if used + len(keys) > len(self.rows):
-            size = max(2 * len(self.rows), used + len(keys))
+        self._store(new)
+
+    def _store(self, new: np.ndarray) -> None:
+        """Append rows (and their calibrated time shares) to the cache."""
+        used, count = len(self.times), len(new)
+        if used + count > len(self.rows):
+            size = max(2 * len(self.rows), used + count)
             grown, grown_time = np.empty((size, WIDTH)), np.empty(size)
             grown[:used], grown_time[:used] = self.rows[:used], self.time[:used]
             self.rows, self.time = grown, grown_time
         time = new @ self.row_weights
-        self.rows[used:used + len(keys)] = new
-        self.time[used:used + len(keys)] = time
+        self.rows[used:used + count] = new
+        self.time[used:used + count] = time
         self.times += time.tolist()

@@ -82,7 +82,11 @@ _CONV_OPS: dict[tuple[int, bool], str] = {}
 def _conv_op(kernel: int, depthwise) -> str:
     """The part op of a conv kernel (the name :func:`conv_part` gives it), memoized; ``depthwise`` may be a
     boolean array that is all true or all false (block columns)."""
-    if isinstance(depthwise, np.ndarray):
+    if depthwise.__class__ is bool:  # a Block's kernel: the memo first (the one-at-a-time hot path)
+        op = _CONV_OPS.get((kernel, depthwise))
+        if op is not None:
+            return op
+    elif isinstance(depthwise, np.ndarray):
         if depthwise.any() != depthwise.all():
             raise ValueError("block columns mix dense and depthwise convolutions at one position")
         depthwise = bool(depthwise.all())
@@ -135,15 +139,17 @@ class ZenNASKernels(Decomposition):
         sub-layers."""
         return [k[:6] for k in kernel_specs(block, resolution, use_se and block.is_residual, sub_layers) if k[6]]
 
-    def weighted_parts(self, block: Block, resolution: int) -> list[tuple[float, Part]]:
-        """The parts of one block as ``(weight, part)``: those of its first two sub-layers only, every
-        sub-layer after the first being the same (the second one's count L − 1 times)."""
+    def weighted_kernels(self, block: Block, resolution: int) -> list[tuple]:
+        """The parts of one block as ``(weight, op, cin, cout, resolution, stride)``: those of its first two
+        sub-layers only, every sub-layer after the first being the same (the second one's count L − 1
+        times)."""
         later = float(block.sub_layers - 1)
-        return [(1.0 if sub == 0 else later, Part(op, cin, cout, size, stride))
-                for sub, op, cin, cout, size, stride in self.block_kernels(block, resolution, sub_layers=2)]
+        return [(1.0 if sub == 0 else later, op, cin, cout, size, stride)
+                for sub, op, cin, cout, size, stride, present in kernel_specs(block, resolution, sub_layers=2)
+                if present]
 
     def kernel_columns(self, keys: list[tuple], sizes: np.ndarray) -> tuple:
-        """:meth:`weighted_parts` of many blocks (:func:`block_fields` keys at input sizes ``sizes``) at once,
+        """:meth:`weighted_kernels` of many blocks (:func:`block_fields` keys at input sizes ``sizes``) at once,
         as columns: ``(owner, weight, ops, code, cin, cout, size, stride)``, one entry per kernel; ``owner``
         is the index of its block in ``keys``, ``code`` its op's index in ``ops``.
 
