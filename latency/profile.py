@@ -93,6 +93,11 @@ def _source(meta: dict) -> str:
         calibrated = meta.get("calibration", {}).get("fitted_on")
         return (f"imported: {src['measured_by']}, {src['repository']} ({src['license']})"
                 + (f"; calibrated on {calibrated.split(' (')[0]}" if calibrated else ""))
+    if src and src.get("kind") == "quick":
+        minutes = meta.get("profiling_seconds") or 0
+        return (f"quick profile, {minutes / 60:.0f} min: {src['parts_measured']} parts and "
+                f"{src['networks_measured']} networks measured here, the rest carried over from {src['from']} "
+                f"({src['from_device']})")
     minutes = meta.get("profiling_seconds")
     text = "measured by profile-device" + (f", {minutes / 60:.0f} min" if minutes else "")
     if meta.get("networks_remeasured"):

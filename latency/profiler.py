@@ -41,7 +41,9 @@ from hwnas.errors import HwnasError, ProfileError
 from hwnas.latency import device as device_mod
 from hwnas.latency.backends import get_backend
 from hwnas.latency.profile import PART_COLUMNS, Profile
+from hwnas.latency import transfer
 from hwnas.latency.kernels import Part, kernels_for
+from hwnas.latency.part_table import channel_block
 from hwnas.latency.timing import (CHUNK, NETWORK_TIMING, PASSES, Measurement, Progress, fastest_pass,
                                   measure_networks, network_ms, pass_order)
 from hwnas.models.spaces.base import get_space
@@ -159,15 +161,21 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
                    grid: str = "coarse", networks: int | None = None, seed: int = 0,
                    max_minutes: float | None = None,
                    gpu: str | None = None, on_progress: Progress | None = None, parts: list[Part] | None = None,
-                   name: str | None = None) -> Profile | None:
+                   name: str | None = None, quick_from: Profile | None = None) -> Profile | None:
     """Measure a profile into ``out``; returns it, or None when ``max_minutes`` ran out first (rerun resumes).
-    ``on_progress(done, total, what)`` is called as parts and networks are measured."""
+    ``on_progress(done, total, what)`` is called as parts and networks are measured. ``quick_from``: a quick
+    profile carried over from that profile's table (:mod:`hwnas.latency.transfer`)."""
     from hwnas.latency.graph import supports_graph_features
 
     space = get_space(space_name)
     kernels = kernels_for(space)
     dev = device_mod.identity(settings.get("device", "cpu"), gpu)
     backend = get_backend(backend_name, **settings)
+    if quick_from is not None:
+        _check_quick_source(quick_from, space, backend_name, dev)
+        parts = transfer.stratified_parts(quick_from.table, transfer.QUICK_PARTS, seed)
+        grid = quick_from.metadata.get("grid", grid)
+        networks = transfer.QUICK_NETWORKS if networks is None else networks
     if networks is None:
         networks = GRAPH_NETWORKS if supports_graph_features(space, backend_name, backend.settings) else NETWORKS
     out = Path(out)
@@ -178,6 +186,8 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
     header = {"space": space_name, "backend": backend_name, "settings": backend.settings, "grid": grid,
               "networks": networks, "seed": seed, "device": dev["name"], "parts": len(grid_parts),
               "network_timing": NETWORK_TIMING}
+    if quick_from is not None:
+        header["quick_from"] = quick_from.hash
     journal = Journal(out / "journal.jsonl", header)
     done = {r["key"] for r in journal.records if r["kind"] == "part"}
     done_nets = {(r["key"], r["pass"]) for r in journal.records if r["kind"] == "network"}
@@ -226,7 +236,8 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
             journal.append({"kind": "network", "key": key, "pass": p, **m.as_dict(), "seconds": seconds})
         done_count += len(chunk)
         report(done_count, total, what)
-    profile = _finalize(space, backend, dev, grid, journal, out, seed, name or out.name, on_progress is not None)
+    profile = _finalize(space, backend, dev, grid, journal, out, seed, name or out.name, on_progress is not None,
+                        quick_from)
     (out / "journal.jsonl").unlink(missing_ok=True)
     return profile
 
@@ -240,8 +251,24 @@ def _measurement(d: dict) -> Measurement:
     return Measurement(d["median_ms"], d["p10_ms"], d["p90_ms"], d["repeats"])
 
 
+def _check_quick_source(source: Profile, space, backend_name: str, dev: dict) -> None:
+    """Refuse a quick profile's source that cannot be carried over (one line)."""
+    problems = []
+    if source.space != space.name:
+        problems.append(f"it is a profile of space {source.space!r}, not {space.name!r}")
+    if source.backend != backend_name:
+        problems.append(f"it was measured with {source.backend}, not {backend_name}")
+    if source.metadata.get("device", {}).get("kind") != dev.get("kind"):
+        problems.append(f"it describes a {source.metadata.get('device', {}).get('kind')} device, not a {dev.get('kind')}")
+    if source.network_table() is not None:
+        problems.append("it holds whole networks, not parts")
+    if problems:
+        raise ProfileError(f"profile {source.name} cannot be the source of a quick profile: {'; '.join(problems)} "
+                           f"(pass --quick-from a {backend_name} profile of {space.name})")
+
+
 def _finalize(space, backend, dev, grid, journal: Journal, out: Path, seed: int, name: str,
-              progress: bool = False) -> Profile:
+              progress: bool = False, quick_from: Profile | None = None) -> Profile:
     from hwnas.latency.graph import supports_graph_features
 
     refs = np.array([r["median_ms"] for r in journal.records if r["kind"] == "ref"])
@@ -258,6 +285,14 @@ def _finalize(space, backend, dev, grid, journal: Journal, out: Path, seed: int,
             passes.setdefault(r["key"], []).append(_measurement(r))
     nets = [_network_record(key, fastest_pass(ms), len(ms)) for key, ms in passes.items()]
     table = pd.DataFrame(rows)
+    quick = None
+    if quick_from is not None:
+        measured = len(table)
+        table, fit = transfer.transfer_table(quick_from.table, table, channel_block({"device": dev}))
+        quick = {"kind": "quick", "from": quick_from.name, "from_hash": quick_from.hash,
+                 "from_device": device_mod.describe(quick_from.metadata.get("device", {})),
+                 "from_settings": quick_from.settings, "parts_measured": measured,
+                 "networks_measured": len(nets), "transfer": fit}
     seconds = float(sum(r.get("seconds", 0.0) for r in journal.records))
     metadata = {
         "name": name, "space": space.name, "resolution": space.resolution, "num_classes": space.num_classes,
@@ -271,6 +306,8 @@ def _finalize(space, backend, dev, grid, journal: Journal, out: Path, seed: int,
                       "count": int(refs.size)},
         "profiling_seconds": round(seconds, 1), "seed": seed, "calibration": {},
     }
+    if quick is not None:
+        metadata["source"] = quick
     graph = None
     if supports_graph_features(space, backend.name, backend.settings):
         from hwnas.latency.graph import graph_table

@@ -83,9 +83,11 @@ def scatter_plot(pred, meas, path, title: str, xlabel="measured (ms/image)", yla
 
 
 def validate(profile: Profile, samples: int = 50, seed: int = 1, plot: str | None = None,
-             on_progress: Progress | None = None) -> dict:
+             on_progress: Progress | None = None, repeatability: bool = False) -> dict:
     """Measure ``samples`` fresh random networks end to end and compare with the predictions
-    (``on_progress(done, total, what)`` is called as networks are measured)."""
+    (``on_progress(done, total, what)`` is called as networks are measured). With ``repeatability`` the networks
+    are measured a second time and ``result["repeatability"]`` says how well the two measurements agree (the
+    machine's noise floor: a predictor cannot be expected to agree with one measurement better)."""
     profile.check(host=True)  # before anything is sampled or built
     if samples < 1:
         raise HwnasError(f"--samples must be at least 1, got {samples}")
@@ -97,17 +99,24 @@ def validate(profile: Profile, samples: int = 50, seed: int = 1, plot: str | Non
     archs = [a for a in sample_networks(space, samples, seed) if space.format(a) not in calibrated_on]
     t0 = time.monotonic()
     measured = measure_networks(space, archs, backend, on_progress=on_progress)
+    again = measure_networks(space, archs, backend, on_progress=on_progress,
+                             what="measuring again") if repeatability else [None] * len(archs)
     rows = []
-    for arch, m in zip(archs, measured):
+    for arch, m, m2 in zip(archs, measured, again):
         rows.append({"arch": space.format(arch), "predicted_ms": predictor.predict_ms(arch),
                      "measured_ms": network_ms(m) / profile.batch, "measured_median_ms": m.median_ms / profile.batch,
                      "flops": space.counts(arch).flops})
+        if m2 is not None:
+            rows[-1]["measured_again_ms"] = network_ms(m2) / profile.batch
     pred = np.array([r["predicted_ms"] for r in rows])
     meas = np.array([r["measured_ms"] for r in rows])
     result = {"profile": profile.name, "hash": profile.hash, "seed": seed, **_metrics(pred, meas),
               "measure_seconds": round(time.monotonic() - t0, 1), "latency": "per image (batch time / batch)",
-              "measured": NETWORK_TIMING,
-              "networks": rows}
+              "measured": NETWORK_TIMING}
+    if repeatability:
+        result["repeatability"] = {**_metrics(np.array([r["measured_again_ms"] for r in rows]), meas),
+                                   "what": "the second measurement of each network against the first"}
+    result["networks"] = rows
     if plot:
         scatter_plot(pred, meas, plot, f"{profile.name}: n={len(rows)}, "
                      f"±10%: {result['within_10pct']:.0%}, Spearman {result.get('spearman', math.nan):.3f}")

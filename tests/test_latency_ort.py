@@ -168,3 +168,20 @@ def test_a_new_backend_is_one_new_file(tmp_path, monkeypatch):
         assert get_backend("echo", batch=3).settings == {"batch": 3}
     finally:
         sys.modules.pop("hwnas.latency.backends.echo_backend", None)
+
+
+def test_validate_reports_the_machines_repeatability(tiny_profile, monkeypatch):
+    from hwnas.latency import validate as v
+
+    prof, out, *_ = tiny_profile
+    monkeypatch.setattr(v, "backend_for", lambda profile: get_backend("onnxruntime", **FAST))
+    result = v.validate(Profile.load(out), samples=3, seed=5, repeatability=True)
+    rows = result["networks"]
+    assert len(rows) == result["n"] == result["repeatability"]["n"]
+    first = np.array([r["measured_ms"] for r in rows])
+    second = np.array([r["measured_again_ms"] for r in rows])
+    assert (second > 0).all()
+    err = np.abs(second / first - 1)
+    assert result["repeatability"]["within_10pct"] == pytest.approx(np.mean(err <= 0.10))
+    assert result["repeatability"]["mape"] == pytest.approx(100 * err.mean())
+    assert "repeatability" not in v.validate(Profile.load(out), samples=2, seed=5)

@@ -241,6 +241,19 @@ def test_coarse_grid_covers_every_part_group_of_random_networks(name):
             assert _group_key(part) in grid, part
 
 
+@pytest.mark.parametrize("name", ["imagenet224", "cifar32"])
+def test_coarse_grid_covers_every_part_group_of_the_zoo_networks(name):
+    from hwnas.models import zoo
+
+    space = get_space(name)
+    grid = {_group_key(p) for p in kernels_for(space).grid_parts("coarse")}
+    nets = [m.structure for m in map(zoo.get, zoo.models()) if m.resolution == space.resolution]
+    assert any(b.kind == "inverted" for net in nets for b in net.blocks) or name == "cifar32"
+    for net in nets:
+        for part in kernels_for(space).parts(net):
+            assert _group_key(part) in grid, part
+
+
 def test_nb201_grid_holds_every_part_exactly():
     space = get_space("nb201")
     grid = set(kernels_for(space).grid_parts("coarse"))

@@ -62,11 +62,17 @@ def _progress_bar(disabled: bool):
 @click.option("--cuda-graphs", is_flag=True, help="torch backend on CUDA: replay CUDA graphs.")
 @click.option("--max-minutes", type=float, default=None,
               help="Stop after this many minutes; the same command later resumes where it stopped.")
-@click.option("--out", default=None, help="Profile folder [profiles/<backend>-<device>-b<batch>-<space>].")
+@click.option("--quick", is_flag=True,
+              help="A quick profile (a few minutes): the --quick-from profile's table carried over to this machine "
+                   "from a stratified sample of its parts and 60 whole networks timed here.")
+@click.option("--quick-from", default=None, metavar="PROFILE",
+              help="Source profile of --quick [the space's shipped default].")
+@click.option("--out", default=None,
+              help="Profile folder [local-profiles/<backend>-<device>-b<batch>-<space>, -quick for --quick].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile summary as JSON.")
 def profile_device_cmd(use_cpu, gpu, backend, precision, batch, threads, space, grid, networks, seed, cuda_graphs,
-                       max_minutes, out, no_progress, as_json) -> None:
+                       quick, quick_from, max_minutes, out, no_progress, as_json) -> None:
     """Measure a per-part latency table of a space on this machine's CPU or GPU.
 
     Every part the space can produce on the width grid is timed in isolation
@@ -80,8 +86,14 @@ def profile_device_cmd(use_cpu, gpu, backend, precision, batch, threads, space, 
     runs resume: rerun the same command.
 
     \b
+    With --quick, only a stratified sample of a source profile's parts is
+    timed here; the source's whole table is carried over by a fitted ratio
+    model and calibrated on 60 networks timed here (docs/latency.md).
+
+    \b
     Example:
       profile-device --cpu --backend onnxruntime --threads 1 --batch 1 --space imagenet224
+      profile-device --cpu --quick --space imagenet224 --out local-profiles/quick224
       profile-device --gpu v100 --backend tensorrt --precision fp16 --batch 64 --space imagenet224
     """
     from hwnas.errors import HwnasError
@@ -97,10 +109,18 @@ def profile_device_cmd(use_cpu, gpu, backend, precision, batch, threads, space, 
     if backend == "tensorrt" and device == "cpu":
         raise HwnasError("the tensorrt backend needs --gpu NAME")
     settings = default_settings(device, backend, precision, batch, threads, cuda_graphs)
-    name = profile_name(backend, settings, space, gpu)
-    out = Path(out or Path("profiles") / name)
+    if quick_from and not quick:
+        raise HwnasError("--quick-from needs --quick")
+    source = None
+    if quick:
+        from hwnas.latency.profile import Profile, default_profile_name
+
+        source = Profile.load(quick_from or default_profile_name(space))
+    name = profile_name(backend, settings, space, gpu) + ("-quick" if quick else "")
+    out = Path(out or Path("local-profiles") / name)
     profile = profile_device(space, backend, settings, out, grid=grid, networks=networks, seed=seed,
-                             max_minutes=max_minutes, gpu=gpu, on_progress=_progress_bar(no_progress), name=out.name)
+                             max_minutes=max_minutes, gpu=gpu, on_progress=_progress_bar(no_progress), name=out.name,
+                             quick_from=source)
     if profile is None:
         click.echo(f"stopped after {max_minutes} minutes; rerun the same command to continue (journal: "
                    f"{out / 'journal.jsonl'})", err=True)
@@ -177,9 +197,11 @@ def predict_cmd(structure, profile_name, as_json) -> None:
 @click.option("--plot", default=None, help="Write a predicted-vs-measured scatter plot (PNG) here.")
 @click.option("--published", is_flag=True,
               help="Compare with the published ZenNet latencies (V100 FP16 batch-64 profiles only).")
+@click.option("--repeatability", is_flag=True,
+              help="Measure every network twice and report how well the two agree (the machine's noise floor).")
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (within_10pct, within_5pct, mape, spearman, n, ...).")
-def validate_cmd(profile_name, samples, seed, plot, published, no_progress, as_json) -> None:
+def validate_cmd(profile_name, samples, seed, plot, published, repeatability, no_progress, as_json) -> None:
     """Measure fresh random networks end to end and compare them with the predictions.
 
     The networks are sampled over the space's size range with a seed stream
@@ -189,13 +211,17 @@ def validate_cmd(profile_name, samples, seed, plot, published, no_progress, as_j
     \b
     Example:
       hwnas latency validate --profile ort-cpu1-b1-imagenet224 --samples 50 --seed 1 --plot val.png
+      hwnas latency validate --profile local-profiles/quick224 --seed 2 --repeatability
       hwnas latency validate --profile profiles/trt-v100-fp16-b64-imagenet224 --published
     """
+    from hwnas.errors import HwnasError
     from hwnas.latency import validate as v
 
+    if published and repeatability:
+        raise HwnasError("--repeatability measures networks here; --published compares with published figures")
     profile = _profile(profile_name)
-    result = v.published(profile, plot) if published else v.validate(profile, samples, seed, plot,
-                                                                      on_progress=_progress_bar(no_progress))
+    result = v.published(profile, plot) if published else v.validate(
+        profile, samples, seed, plot, on_progress=_progress_bar(no_progress), repeatability=repeatability)
     if as_json:
         echo_json(result)
         return
@@ -203,7 +229,10 @@ def validate_cmd(profile_name, samples, seed, plot, published, no_progress, as_j
         echo_table(result["networks"], ["name", "published_ms", "predicted_ms", "ratio", "note"])
         click.echo(result["note"])
     keys = ["profile", "n", "mape", "within_5pct", "within_10pct", "spearman", "kendall", "max_abs_error_pct"]
-    echo_table([{k: result.get(k) for k in keys}], keys)
+    rows = [{k: result.get(k) for k in keys}]
+    if "repeatability" in result:
+        rows.append({**{k: result["repeatability"].get(k) for k in keys}, "profile": "measured again vs first"})
+    echo_table(rows, keys)
 
 
 @latency_group.command("recalibrate")

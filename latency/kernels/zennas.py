@@ -24,7 +24,7 @@ from torch import nn
 from hwnas.errors import HwnasError
 from hwnas.latency.kernels.base import PROJECTION, Decomposition, Part, conv_part, conv_spec, register
 from hwnas.models.builder import BN_EPS, SqueezeExcite
-from hwnas.models.spaces.zennas import GROUPS, IDW_TYPES, XXBL_TYPES, ZenNASSpace
+from hwnas.models.spaces.zennas import IDW_TYPES, XXBL_TYPES, ZenNASSpace
 from hwnas.models.structure import CONV, INVERTED, KERNELS, Block, Structure
 from hwnas.models.units import out_size, se_reduced, unit_rules
 
@@ -242,17 +242,17 @@ class ZenNASKernels(Decomposition):
         except kernels over ``GRID_MAX_MACS`` per image (more than a whole
         network of the latency range spends in one layer). Projection shortcuts
         are measured as the 1×1 kernel at their position. The head is measured
-        for every grid width. The coarse grid holds the block group of the
-        initial network (XXBL or IDW), the full grid both and more widths.
+        for every grid width. Both grids hold the kernels of both block groups
+        (XXBL and IDW: a profile covers every block the parser accepts, the
+        ZenNet zoo's inverted-residual networks included); the full grid has
+        more widths.
         """
         try:
             widths = GRID_WIDTHS[grid]
         except KeyError:
             raise HwnasError(f"unknown grid {grid!r}; expected one of: {', '.join(GRID_WIDTHS)}") from None
         initial = self.space.initial()
-        residual = [b for b in initial.blocks if b.is_residual]
-        groups = {GROUPS[b.kind] for b in residual} if grid == "coarse" else {XXBL_TYPES, IDW_TYPES}
-        types = [t for g in groups for t in g]
+        types = [*XXBL_TYPES, *IDW_TYPES]
         probes: list[tuple[Block, int]] = []  # blocks whose kernels mark the positions
         h = self.space.resolution
         for b in initial.blocks:
