@@ -313,7 +313,12 @@ def _finalize(space, backend, dev, grid, journal: Journal, out: Path, seed: int,
         from hwnas.latency.graph import graph_table
 
         t = time.monotonic()
-        graph = graph_table(space, backend.settings, progress=progress)
+        same_runtime = quick_from is not None and quick_from.graph is not None and \
+            quick_from.metadata.get("versions", {}).get("onnxruntime") == metadata["versions"].get("onnxruntime") \
+            and all(quick_from.settings.get(k) == backend.settings.get(k) for k in ("threads", "batch"))
+        # The optimized graph depends on the ONNX Runtime version, threads and batch, not on the device: a quick
+        # profile takes its source's graph table where those agree.
+        graph = quick_from.graph if same_runtime else graph_table(space, backend.settings, progress=progress)
         metadata["profiling_seconds"] = round(seconds + time.monotonic() - t, 1)  # the graph table counts too
         metadata["graph"] = {"file": "graph.parquet", "rows": int(len(graph)),
                              "what": "operator counts of the graph ONNX Runtime optimizes from each architecture"}
