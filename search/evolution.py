@@ -40,7 +40,7 @@ from hwnas.errors import BudgetError, HwnasError, ProfileError
 from hwnas.search.budgets import BudgetChecker, Budgets, Metrics, default_max_layers
 from hwnas.search.checkpoint import save_checkpoint, write_json
 from hwnas.search.results import config_record, metric_columns, write_results
-from hwnas.search.runs import hold_for_search
+from hwnas.search.runs import FAILED, hold_for_search, mark_failed
 from hwnas.search.workers import Done, Scorer, Scoring
 
 # Official: while the population holds <= 10 members, mutate the initial structure (here at most N - 1
@@ -312,19 +312,24 @@ class Evolution:
         """Search from ``state`` (a checkpoint's), else from the start, checkpointing at once."""
         if state is not None:
             self.restore(state)
+            (self.out / FAILED).unlink(missing_ok=True)  # resumed: it ends as this run ends
         else:  # the first checkpoint before any work: a kill from here on resumes to the same result
             save_checkpoint(self.out, self.state())
-        write_json(self.out / "config.json", config_record(self))
-        self.scoring = Scoring(self.config, self.ray_address)
-        self.threads = self.scoring.threads
         try:
-            for t in self.queue:
-                if t.reason is None and t.score is None:  # was being scored when checkpointed
-                    t.future = self.scoring.submit(t.text, t.threshold)
-            self._loop()
-        finally:
-            self.scoring.close()
-        return write_results(self)
+            write_json(self.out / "config.json", config_record(self))
+            self.scoring = Scoring(self.config, self.ray_address)
+            self.threads = self.scoring.threads
+            try:
+                for t in self.queue:
+                    if t.reason is None and t.score is None:  # was being scored when checkpointed
+                        t.future = self.scoring.submit(t.text, t.threshold)
+                self._loop()
+            finally:
+                self.scoring.close()
+            return write_results(self)
+        except Exception as err:  # not a kill or Ctrl-C: those leave the folder to --resume only
+            mark_failed(self.out, err)
+            raise
 
     def _loop(self) -> None:
         total = self.config.iterations

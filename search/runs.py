@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from hwnas.atomic import folder_lock, stale_temporaries
+from hwnas.atomic import atomic_write, folder_lock, stale_temporaries
 from hwnas.errors import HwnasError
 from hwnas.models.structure import read_first_line
 from hwnas.search.checkpoint import CHECKPOINT, load_checkpoint
@@ -24,8 +24,9 @@ from hwnas.search.checkpoint import CHECKPOINT, load_checkpoint
 BEST = "best.txt"
 CONFIG = "config.json"
 SUMMARY = "summary.json"
+FAILED = "failed.txt"  # the error a search ended with; the next search in the folder may start over
 # What a search leaves besides its checkpoint (config.json comes first, the others when it ends).
-RESULT_FILES = (BEST, "population.parquet", "history.parquet", CONFIG, SUMMARY)
+RESULT_FILES = (BEST, "population.parquet", "history.parquet", CONFIG, SUMMARY, FAILED)
 
 
 @dataclass(frozen=True)
@@ -81,29 +82,38 @@ def hold_for_search(out: str | Path, resume: bool) -> Iterator[dict | None]:
     """Hold folder ``out`` for one search; yield the checkpoint to continue, or None to start from the start.
 
     Under the folder's lock (:func:`hwnas.atomic.folder_lock`; a second writer is
-    refused in one line): temporary files of a writer killed mid-write are removed;
-    a folder without progress (empty, or its checkpoint is the one written before
-    the first iteration, e.g. after a kill in the first second or a run that failed
-    at once) starts from the start, with or without ``resume``, and its leftover
-    files are replaced; a folder with progress is continued with ``resume`` and
-    refused without it, so nothing a search computed is lost.
+    refused in one line) temporary files of a writer killed mid-write are removed, and:
+
+    - no progress (empty; or its checkpoint is the one written before the first
+      iteration, as after a kill in the first second): start from the start,
+      with or without ``resume``, replacing what is there;
+    - a search that ended with an error (:func:`mark_failed`): ``resume``
+      continues its checkpoint, a run without it starts from the start;
+    - a search killed or finished: ``resume`` continues it; without it, refused,
+      so nothing a search computed is lost.
     """
     out = Path(out)
     with folder_lock(out):
         for tmp in stale_temporaries(out):
             tmp.unlink(missing_ok=True)
         state = load_checkpoint(out)
-        results = [name for name in RESULT_FILES if name != CONFIG and (out / name).exists()]
+        results = [name for name in RESULT_FILES if name not in (CONFIG, FAILED) and (out / name).exists()]
         if state is None and results:
             raise HwnasError(f"{out} holds search results ({', '.join(results)}) but no {CHECKPOINT} to continue "
                              "from; expected an empty folder or a search's --out: choose another --out")
-        if state is None or state["iteration"] == 0:
-            for name in RESULT_FILES:
-                (out / name).unlink(missing_ok=True)
-            yield None
-            return
-        if not resume:
+        failed = (out / FAILED).exists()
+        if state is not None and state["iteration"] > 0 and not resume and not failed:
             done = "finished" if (out / SUMMARY).exists() else "unfinished"
             raise HwnasError(f"{out} already holds a search ({done}, checkpoint at iteration {state['iteration']}); "
                              "pass --resume to continue it or choose another --out")
+        if state is None or state["iteration"] == 0 or not resume:
+            for name in RESULT_FILES:
+                (out / name).unlink(missing_ok=True)
+            state = None
         yield state
+
+
+def mark_failed(out: str | Path, error: BaseException) -> None:
+    """Record that the search in ``out`` ended with ``error``: the next search there may start over."""
+    message = str(error).splitlines()[0] if str(error) else ""
+    atomic_write(Path(out) / FAILED, lambda f: f.write(f"{type(error).__name__}: {message}\n"), binary=False)
