@@ -107,7 +107,8 @@ def hold_for_search(out: str | Path, resume: bool) -> Iterator[dict | None]:
             raise HwnasError(f"{out} already holds a search ({done}, checkpoint at iteration {state['iteration']}); "
                              "pass --resume to continue it or choose another --out")
         if state is None or state["iteration"] == 0 or not resume:
-            for name in RESULT_FILES:
+            # The checkpoint first and failed.txt last: a kill in between leaves a folder still taken over.
+            for name in (CHECKPOINT, *RESULT_FILES):
                 (out / name).unlink(missing_ok=True)
             state = None
         yield state
