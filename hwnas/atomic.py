@@ -16,7 +16,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from hwnas.errors import HwnasError
 
@@ -50,12 +50,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
-def stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """The temporary files :func:`atomic_write` left in ``folder`` when its process was killed mid-write.
+def stale_temporaries(folder: str | os.PathLike, names: Iterable[str]) -> list[Path]:
+    """The temporary files :func:`atomic_write` of files ``names`` left in ``folder`` when killed mid-write.
 
     Only meaningful under :func:`folder_lock`: without it they may be another writer's live files.
     """
-    return sorted(p for p in Path(folder).glob(".*.tmp") if p.is_file())
+    return sorted(p for name in names for p in Path(folder).glob(f".{name}.*.tmp") if p.is_file())
 
 
 @contextmanager

@@ -3,8 +3,9 @@
 
 The search runs as the `search` console script (a real process with its worker
 processes). Each session is killed with SIGKILL on its main process at a
-random moment (the first within its first second, the others anywhere up to
-the time the uninterrupted run would need for what is left), then continued with `--resume`; after
+random moment (the first within the first second of the process, the others
+within a sixth of the uninterrupted run's time after the session took the
+folder's lock, i.e. after its imports and checks), then continued with `--resume`; after
 --kills kills the last session runs to the end. The result is compared with
 an uninterrupted run of the same command: history (without the time column),
 population, best.txt, the summary's best structure and score, and the final
@@ -33,7 +34,6 @@ from pathlib import Path
 SEARCH = ["--space", "cifar32", "--proxy", "zen", "--batch-size", "2", "--params", "3e5", "--max-layers", "12",
           "--population", "8", "--iterations", "120", "--seed", "7", "--workers", "2", "--checkpoint-every", "1",
           "--no-progress"]
-ITERATIONS = int(SEARCH[SEARCH.index("--iterations") + 1])
 
 
 def command(out: Path, resume: bool) -> list[str]:
@@ -49,16 +49,27 @@ def checkpoint(out: Path) -> dict | None:
         return None
 
 
-def session(out: Path, resume: bool, kill_at: float | None) -> dict:
-    """One run of the command; SIGKILL to its main process after ``kill_at`` seconds (None: to the end)."""
+def session(out: Path, resume: bool, kill_at: float | None, from_lock: bool = True) -> dict:
+    """One run of the command; SIGKILL to its main process ``kill_at`` seconds after it took the folder's
+    lock (``from_lock``, i.e. once its imports and checks are done), else after its start (None: no kill)."""
     start = time.monotonic()
     proc = subprocess.Popen(command(out, resume), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
+    locked = None
+    while from_lock and proc.poll() is None:
+        try:
+            if (out / ".lock").read_text().strip() == str(proc.pid):
+                locked = time.monotonic()
+                break
+        except OSError:
+            pass
+        time.sleep(0.005)
     try:
-        proc.wait(timeout=kill_at)
+        proc.wait(timeout=None if kill_at is None else max(0.0, (locked or start) + kill_at - time.monotonic()))
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+    end = time.monotonic()
     orphans = 0
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # the worker processes notice their parent is gone
@@ -71,7 +82,8 @@ def session(out: Path, resume: bool, kill_at: float | None) -> dict:
         orphans = 1
         os.killpg(proc.pid, signal.SIGKILL)
     state = checkpoint(out)
-    return {"kill_at_s": kill_at, "exit": proc.returncode, "seconds": round(time.monotonic() - start, 2),
+    return {"kill_at_s": kill_at, "after": "lock" if locked else "start", "exit": proc.returncode,
+            "seconds": round(end - start, 2), "seconds_after_lock": None if locked is None else round(end - locked, 2),
             "checkpoint_iteration": None if state is None else state["iteration"],
             "temporary_files": sorted(p.name for p in out.glob(".*.tmp")) if out.exists() else [],
             "workers_left_after_30s": orphans, "stderr": proc.stderr.read().decode()[-300:]}
@@ -114,14 +126,15 @@ def main() -> None:
     out = args.work / "killed"
     sessions = []
     for k in range(args.kills):
-        done = (sessions[-1]["checkpoint_iteration"] or 0) if sessions else 0
-        left = ref["seconds"] * (1 - done / ITERATIONS)  # about the time this session needs to finish
-        at = rng.uniform(0.0, 1.0) if k == 0 else rng.uniform(0.0, left)
-        sessions.append(session(out, resume=k > 0, kill_at=at))
+        # the first in the first second of the process; the others within a sixth of the uninterrupted run's
+        # time under the lock, so that each session gets on a little and the kills spread over the search
+        at = rng.uniform(0.0, 1.0) if k == 0 else rng.uniform(0.0, ref["seconds_after_lock"] / 6)
+        sessions.append(session(out, resume=k > 0, kill_at=at, from_lock=k > 0))
         if sessions[-1]["exit"] != -signal.SIGKILL:
             break  # the session ended before its kill moment
     last = session(out, resume=True, kill_at=None)
     result = {"command": " ".join(command(out, True)[1:]), "reference_seconds": ref["seconds"],
+              "reference_seconds_after_lock": ref["seconds_after_lock"],
               "kills": sum(1 for s in sessions if s["exit"] == -signal.SIGKILL), "sessions": sessions,
               "last_exit": last["exit"], "last_stderr": last["stderr"]}
     if last["exit"] == 0:

@@ -94,7 +94,7 @@ def hold_for_search(out: str | Path, resume: bool) -> Iterator[dict | None]:
     """
     out = Path(out)
     with folder_lock(out):
-        for tmp in stale_temporaries(out):
+        for tmp in stale_temporaries(out, (CHECKPOINT, *RESULT_FILES)):
             tmp.unlink(missing_ok=True)
         state = load_checkpoint(out)
         results = [name for name in RESULT_FILES if name not in (CONFIG, FAILED) and (out / name).exists()]
