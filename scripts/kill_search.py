@@ -4,14 +4,14 @@
 The search runs as the `search` console script (a real process with its worker
 processes). Each session is killed with SIGKILL on its main process at a
 random moment (the first within the first second of the process, the others
-within a sixth of the uninterrupted run's time after the session took the
+within 1/--window of the uninterrupted run's time after the session took the
 folder's lock, i.e. after its imports and checks), then continued with `--resume`; after
 --kills kills the last session runs to the end. The result is compared with
 an uninterrupted run of the same command: history (without the time column),
 population, best.txt, the summary's best structure and score, and the final
 checkpoint's random state, population and score cache.
 
-    python scripts/kill_search.py --kills 10 --seed 0 --work /tmp/kill-search
+    python scripts/kill_search.py --kills 10 --seed 0 --workers 1 --window 5 --work /tmp/kill-search
 
 Prints one JSON object: the kill moments, the checkpoint iteration each kill
 left, and whether the result is identical.
@@ -32,13 +32,16 @@ import time
 from pathlib import Path
 
 SEARCH = ["--space", "cifar32", "--proxy", "zen", "--batch-size", "2", "--params", "3e5", "--max-layers", "12",
-          "--population", "8", "--iterations", "120", "--seed", "7", "--workers", "2", "--checkpoint-every", "1",
+          "--population", "8", "--iterations", "120", "--seed", "7", "--checkpoint-every", "1",
           "--no-progress"]
+
+
+WORKERS = ["--workers", "1"]
 
 
 def command(out: Path, resume: bool) -> list[str]:
     script = Path(sys.executable).with_name("search")
-    return [str(script), *SEARCH, "--out", str(out), *(["--resume"] if resume else [])]
+    return [str(script), *SEARCH, *WORKERS, "--out", str(out), *(["--resume"] if resume else [])]
 
 
 def checkpoint(out: Path) -> dict | None:
@@ -115,7 +118,12 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path("/tmp/kill-search"))
+    parser.add_argument("--workers", type=int, default=1, help="search --workers (K > 1: K processes spawned "
+                        "after the lock, which under load can take most of a session)")
+    parser.add_argument("--window", type=float, default=5.0, help="kill within 1/WINDOW of the uninterrupted "
+                        "run's time after the lock")
     args = parser.parse_args()
+    WORKERS[1] = str(args.workers)
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     rng = random.Random(args.seed)
@@ -126,9 +134,9 @@ def main() -> None:
     out = args.work / "killed"
     sessions = []
     for k in range(args.kills):
-        # the first in the first second of the process; the others within a sixth of the uninterrupted run's
+        # the first in the first second of the process; the others within 1/window of the uninterrupted run's
         # time under the lock, so that each session gets on a little and the kills spread over the search
-        at = rng.uniform(0.0, 1.0) if k == 0 else rng.uniform(0.0, ref["seconds_after_lock"] / 6)
+        at = rng.uniform(0.0, 1.0) if k == 0 else rng.uniform(0.0, ref["seconds_after_lock"] / args.window)
         sessions.append(session(out, resume=k > 0, kill_at=at, from_lock=k > 0))
         if sessions[-1]["exit"] != -signal.SIGKILL:
             break  # the session ended before its kill moment
