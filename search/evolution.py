@@ -38,8 +38,9 @@ from typing import Any, Callable
 
 from hwnas.errors import BudgetError, HwnasError, ProfileError
 from hwnas.search.budgets import BudgetChecker, Budgets, Metrics, default_max_layers
-from hwnas.search.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, write_json
-from hwnas.search.results import RESULT_FILES, config_record, metric_columns, write_results
+from hwnas.search.checkpoint import save_checkpoint, write_json
+from hwnas.search.results import config_record, metric_columns, write_results
+from hwnas.search.runs import FAILED, hold_for_search, mark_failed
 from hwnas.search.workers import Done, Scorer, Scoring
 
 # Official: while the population holds <= 10 members, mutate the initial structure (here at most N - 1
@@ -215,6 +216,7 @@ class Evolution:
         }
 
     def restore(self, state: dict) -> None:
+        """Take the checkpointed state; its children still being scored are submitted again by :meth:`run`."""
         if state["config"] != self.config.identity():
             changed = sorted(k for k in state["config"] if state["config"][k] != self.config.identity().get(k))
             raise HwnasError(f"--resume: the settings differ from the checkpointed run in {', '.join(changed)}; "
@@ -230,13 +232,7 @@ class Evolution:
         self.history = state["history"]
         self.elapsed_s = state["elapsed_s"]
         self._accepted = sum(1 for r in self.history if r["accepted"])
-        self.queue = deque()
-        for iteration, text, metrics, reason, score, threshold in state["queue"]:
-            ticket = _Ticket(iteration, text, metrics, reason, score, threshold)
-            if reason is None and score is None:
-                ticket.future = self.scoring.submit(text, threshold)
-            self.queue.append(ticket)
-
+        self.queue = deque(_Ticket(*fields) for fields in state["queue"])
 
     # ---- the loop
 
@@ -312,19 +308,28 @@ class Evolution:
         while self._apply_front(wait=False):
             pass
 
-    def run(self, resume: bool = False) -> dict:
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.scoring = Scoring(self.config, self.ray_address)
-        self.threads = self.scoring.threads
+    def run(self, state: dict | None = None) -> dict:
+        """Search from ``state`` (a checkpoint's), else from the start, checkpointing at once."""
+        if state is not None:
+            self.restore(state)
+            (self.out / FAILED).unlink(missing_ok=True)  # resumed: it ends as this run ends
+        else:  # the first checkpoint before any work: a kill from here on resumes to the same result
+            save_checkpoint(self.out, self.state())
         try:
-            state = load_checkpoint(self.out) if resume else None
-            if state is not None:
-                self.restore(state)
             write_json(self.out / "config.json", config_record(self))
-            self._loop()
-        finally:
-            self.scoring.close()
-        return write_results(self)
+            self.scoring = Scoring(self.config, self.ray_address)
+            self.threads = self.scoring.threads
+            try:
+                for t in self.queue:
+                    if t.reason is None and t.score is None:  # was being scored when checkpointed
+                        t.future = self.scoring.submit(t.text, t.threshold)
+                self._loop()
+            finally:
+                self.scoring.close()
+            return write_results(self)
+        except Exception as err:  # not a kill or Ctrl-C: those leave the folder to --resume only
+            mark_failed(self.out, err)
+            raise
 
     def _loop(self) -> None:
         total = self.config.iterations
@@ -368,15 +373,14 @@ def search(config: SearchConfig, out: str | Path, *, resume: bool = False, progr
            latency_batch: int | None = None, ray_address: str | None = None) -> dict:
     """Run (or resume) a search into ``out`` and return its summary; ``progress`` is called after every iteration.
 
-    Every input is checked before any work; an ``out`` that already holds a
-    search is refused unless ``resume`` is set, so nothing written is lost.
+    Every input is checked before any work; then ``out`` is locked for this
+    process (a second writer is refused) and a checkpoint is written at once.
+    An ``out`` holding a search's progress is refused unless ``resume`` is set,
+    so nothing written is lost; one without progress (see
+    :func:`hwnas.search.runs.hold_for_search`) is started from the start.
     With ``ray_address`` the candidates are scored as tasks on that Ray cluster,
     ``config.workers`` at a time; the result equals a local run with the same workers.
     """
-    out = Path(out)
-    if not resume and out.exists() and any((out / name).exists() for name in (CHECKPOINT, *RESULT_FILES)):
-        raise HwnasError(f"{out} already holds a search; pass --resume to continue it or choose another --out")
-    if resume and not (out / CHECKPOINT).is_file():
-        raise HwnasError(f"--resume: {out} holds no checkpoint ({CHECKPOINT}); expected the --out of a started search")
     prepared = prepare(config, latency_batch=latency_batch)
-    return Evolution(prepared, out, progress=progress, ray_address=ray_address).run(resume=resume)
+    with hold_for_search(out, resume) as state:
+        return Evolution(prepared, Path(out), progress=progress, ray_address=ray_address).run(state)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from hwnas.errors import BudgetError
 from hwnas.search.budgets import Metrics
 from hwnas.search.checkpoint import write_json, write_parquet, write_text
-from hwnas.search.runs import BEST, CONFIG, SUMMARY, read_json, read_run
+from hwnas.search.runs import BEST, SUMMARY, read_json, read_run
 from hwnas.search.workers import Scorer
 
 if TYPE_CHECKING:
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
 HISTORY_COLUMNS = ["iteration", "structure", "score", "latency_ms", "flops", "params", "layers", "rho", "accepted",
                    "reject_reason", "time_s"]
-RESULT_FILES = (BEST, "population.parquet", "history.parquet", CONFIG, SUMMARY)
 
 
 def config_record(evolution: Evolution) -> dict:
