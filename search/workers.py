@@ -98,8 +98,25 @@ def scorer_args(c: SearchConfig, threads: int | None = None) -> dict:
                 threads=threads)
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel end this worker when the search process dies (a kill -9 of the search must not
+    leave its workers scoring); elsewhere the workers end when their task queue closes."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+        if os.getppid() == 1:  # the parent died before the signal was set
+            os._exit(1)
+
+
 def worker_init(kwargs: dict) -> None:
     global _WORKER_SCORER
+    _die_with_parent()
     _WORKER_SCORER = Scorer(**kwargs)
 
 

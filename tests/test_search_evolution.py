@@ -214,3 +214,52 @@ def test_latency_budget_holds_for_every_member_on_the_shipped_profile(tmp_path):
     config = json.loads((tmp_path / "lat" / "config.json").read_text())
     assert config["profile_info"]["hash"] == profile.hash == summary["profile_hash"]
     assert config["budgets"]["max_layers"] == default_max_layers(budget)
+
+
+def _children(pid: int) -> set[int]:
+    """The worker processes (multiprocessing spawn) among ``pid``'s children."""
+    out = set()
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        for c in map(int, children):
+            if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text(errors="replace"):
+                out.add(c)
+    except OSError:
+        pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_worker_processes_end_when_the_search_is_killed(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_cli(out, 100_000, 2), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        workers: set[int] = set()
+        while proc.poll() is None and time.monotonic() < deadline:
+            workers = _children(proc.pid) if _checkpoint_iteration(out) >= 2 else set()
+            if len(workers) == 2:
+                break
+            time.sleep(0.05)
+        assert len(workers) == 2, "the search did not start its two workers"
+        os.kill(proc.pid, signal.SIGKILL)  # only the search process: its workers must not outlive it
+        proc.wait()
+        deadline = time.monotonic() + 60
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        alive = [w for w in workers if _alive(w)]
+        assert not alive, f"workers {alive} outlived the killed search"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
