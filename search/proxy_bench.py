@@ -256,6 +256,19 @@ def write_result(result: BenchResult, out: Path) -> None:
 
 
 # -- fitting a hybrid ----------------------------------------------------------------
+def read_scores(path, target: str = "accuracy") -> pd.DataFrame:
+    """A benchmark's scores.csv (as ``run_bench`` writes it); HwnasError if it is no such table."""
+    try:
+        scores = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        reason = " ".join(str(err).split())[:200]
+        raise HwnasError(f"{path} is not a readable CSV table ({reason}); expected the scores.csv of "
+                         "`hwnas proxies bench --out`") from None
+    if target not in scores.columns:
+        raise HwnasError(f"{path} has no {target!r} column; expected the scores.csv of `hwnas proxies bench --out`")
+    return scores
+
+
 def fit_hybrid(scores: pd.DataFrame, terms: list[str], target: str = "accuracy") -> dict:
     """Weights of a linear combination of ``terms`` (expressions over the score columns) maximising
     Spearman's ρ with ``target`` on ``scores``; returns the expression and its fitted ρ.
@@ -264,6 +277,8 @@ def fit_hybrid(scores: pd.DataFrame, terms: list[str], target: str = "accuracy")
     then Nelder–Mead on −ρ. Weights are rescaled to raw units and normalised
     so that the first term's weight is 1.
     """
+    if not terms:
+        raise HwnasError("no terms to fit; expected ';'-separated expressions over the score columns")
     trees = [parse_expression(t) for t in terms]
     cols = []
     for t, tree in zip(terms, trees):

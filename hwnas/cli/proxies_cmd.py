@@ -216,11 +216,9 @@ def fit(scores_csv, terms, as_json) -> None:
     Example:
       hwnas proxies fit runs/nb201-c10/scores.csv --terms 'naswot;log(synflow);log(flops)'
     """
-    import pandas as pd
+    from hwnas.search.proxy_bench import fit_hybrid, read_scores
 
-    from hwnas.search.proxy_bench import fit_hybrid
-
-    result = fit_hybrid(pd.read_csv(scores_csv), [t.strip() for t in terms.split(";") if t.strip()])
+    result = fit_hybrid(read_scores(scores_csv), [t.strip() for t in terms.split(";") if t.strip()])
     if as_json:
         echo_json(result)
         return
