@@ -31,6 +31,8 @@ def check_input_file(path: str | os.PathLike, what: str = "file", max_bytes: int
         raise HwnasError(f"{what} {_shown(text)!r} is empty or holds a NUL; expected a file path")
     try:
         info = os.stat(text)
+    except FileNotFoundError:
+        raise HwnasError(f"{what} {_shown(text)} does not exist; expected an existing file") from None
     except OSError as err:
         raise HwnasError(f"{what} {_shown(text)}: {err.strerror or err}; expected an existing file") from None
     if not stat.S_ISREG(info.st_mode):

@@ -3,7 +3,8 @@
 Each case takes a cheap valid command line, replaces one or two of its options (or its argument) with a
 generated value, runs ``hwnas.cli.main.main`` and records the exit status, whether a traceback escaped,
 whether the case hung (a per-case alarm) and whether an error took more than one line. The library
-function each command hands its work to is replaced by a stub (``WorkReached``, counted as exit 0): what
+function each command hands its work to is replaced by a stub (for ``search``, the evolution after
+``prepare`` has checked the configuration) (``WorkReached``, counted as exit 0): what
 is fuzzed is everything up to the work, which is where every input must be checked. ``hwnas score`` runs
 for real with every proxy's ``evaluate`` stubbed, so the proxies' own checks run too.
 
@@ -20,6 +21,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from unittest import mock
@@ -67,7 +69,8 @@ def bad_values(files: dict[str, str]) -> list[str]:
             "/proc/x", "/sys/x/y", "/", "/nonexistent/dir/x", files["fifo"], "@" + files["fifo"], files["binary"],
             "@" + files["binary"], files["empty"], files["dir"], files["stem4"], "A" * 10_000, "a/" * 3000,
             "cuda", "cuda:7", "cuda:-1", "foo", "cpu:0", "mps", "meta", "alpha=abc", "alpha=nan", "alpha=1e999",
-            "wz=nan", "beta=[1,2]", "x=1", "=", "se=1", "batches=0", "transform=sqrt",
+            "wz=nan", "beta=[1,2]", "x=1", "=", "se=1", "batches=0", "transform=sqrt", "device=foo", "device=cpu",
+            "resolution=abc", "resolution=0", "resolution=99999", "batch_size=0", "seed=x", "repeat=2.5", "dtype=x",
             "SuperConvK3BNRELU(4,8,2,1)SuperConvK1BNRELU(8,16,1,1)",
             "SuperConvK3BNRELU(3,\uff18,2,1)SuperConvK1BNRELU(\uff18,16,1,1)", "SuperConvK3BNRELU(3,8,2,1",
             "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|", "|x~9|", "zennet", "zen", "flops",
@@ -141,7 +144,7 @@ def _stubs() -> list:
     """Patches that replace each command's work (and every proxy's forward passes) with a stub."""
     from hwnas.search.proxies.base import proxy_class, proxy_names
 
-    targets = ["hwnas.search.evolution.search", "hwnas.search.curves.curves", "hwnas.search.proxy_bench.run_bench",
+    targets = ["hwnas.search.evolution.Evolution", "hwnas.search.curves.curves", "hwnas.search.proxy_bench.run_bench",
                "hwnas.deploy.export", "hwnas.deploy.check", "hwnas.train.train_network",
                "hwnas.latency.profiler.profile_device", "hwnas.latency.profiler.recalibrate",
                "hwnas.latency.validate.validate", "hwnas.latency.validate.published"]
@@ -235,6 +238,15 @@ def case_strategy(tmp: Path, files: dict[str, str]):
     return case()
 
 
+def command_name(argv: list[str]) -> str:
+    """``models info``, ``score``, ``deploy export``, ...: the command a generated line runs."""
+    if argv[0] in ("models", "latency", "profiles", "proxies"):
+        return " ".join(argv[:2])
+    if argv[0] == "deploy":
+        return "deploy check" if argv[1] == "check" else "deploy export"
+    return argv[0]
+
+
 @contextlib.contextmanager
 def fuzz_environment(tmp: Path):
     """cwd in ``tmp`` (defaults like runs/search land there), the stubs on, bad files made; yields the files."""
@@ -250,8 +262,10 @@ def fuzz_environment(tmp: Path):
             os.chdir(cwd)
 
 
-def fuzz(cases: int, seed: int, tmp: Path, timeout_s: int = 20) -> tuple[int, list[Outcome]]:
-    """Run ``cases`` generated command lines; return (cases run, outcomes with problems)."""
+def fuzz(cases: int, seed: int, tmp: Path, timeout_s: int = 20,
+         codes: Counter | None = None) -> tuple[int, list[Outcome]]:
+    """Run ``cases`` generated command lines; return (cases run, outcomes with problems). ``codes``, if given,
+    counts the exit statuses by command."""
     found: list[Outcome] = []
     count = 0
     with fuzz_environment(tmp) as files:
@@ -263,6 +277,8 @@ def fuzz(cases: int, seed: int, tmp: Path, timeout_s: int = 20) -> tuple[int, li
             nonlocal count
             count += 1
             outcome = run(argv, timeout_s)
+            if codes is not None:
+                codes[(command_name(argv), outcome.code)] += 1
             if outcome.problems():
                 found.append(outcome)
 
@@ -277,11 +293,13 @@ def main() -> None:
                                      epilog="example: python scripts/fuzz_cli.py --cases 2000 --seed 0")
     parser.add_argument("--cases", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--codes", action="store_true", help="print how many cases of each command exited how")
     parser.add_argument("--timeout", type=int, default=20, help="seconds per case before it counts as a hang")
     args = parser.parse_args()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hwnas-fuzz-") as tmp:
-        count, found = fuzz(args.cases, args.seed, Path(tmp), args.timeout)
+        codes: Counter = Counter()
+        count, found = fuzz(args.cases, args.seed, Path(tmp), args.timeout, codes)
     seconds = time.perf_counter() - start
     kinds: dict[str, int] = {}
     for outcome in found:
@@ -291,6 +309,9 @@ def main() -> None:
         print(f"{outcome.problems()}: hwnas {shown}", file=sys.stderr)
         print("    " + (outcome.traceback or outcome.output).strip().splitlines()[-1][:300] if (
             outcome.traceback or outcome.output).strip() else "    (no output)", file=sys.stderr)
+    if args.codes:
+        for (command, code), n in sorted(codes.items(), key=str):
+            print(f"{command:24s} exit {code}: {n}")
     print(f"{count} cases in {seconds:.0f} s: {kinds.get('traceback', 0)} tracebacks, {kinds.get('hang', 0)} "
           f"hangs, {len(found)} cases with a problem ({kinds})")
     sys.exit(1 if found else 0)

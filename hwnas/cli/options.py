@@ -56,14 +56,10 @@ class BoundedFloat(click.FloatRange):
 
     def convert(self, value, param, ctx):
         text = _ascii_number(value, param, ctx, "a number")
-        number = super(click.FloatRange, self).convert(value if text is None else text, param, ctx)
-        if not math.isfinite(number):
+        number = super().convert(value if text is None else text, param, ctx)
+        if not math.isfinite(number):  # nan passes every range comparison
             self.fail(f"{number} is not a finite number; expected {self._describe_range()}", param, ctx)
-        return super().convert(number, param, ctx)
-
-
-def positive_int(max: int) -> BoundedInt:
-    return BoundedInt(1, max)
+        return number
 
 
 BATCH = BoundedInt(1, MAX_BATCH)

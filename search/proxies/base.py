@@ -65,19 +65,21 @@ class Proxy(ABC):
         if unknown:
             expected = ", ".join(sorted(self.options)) or "none"
             raise HwnasError(f"proxy {self.name!r} has no option {', '.join(unknown)}; its options: {expected}")
-        if repeat < 1:
-            raise HwnasError(f"repeat must be at least 1, got {repeat}")
-        if batch_size is not None and batch_size < 1:
-            raise HwnasError(f"batch size must be at least 1, got {batch_size}")
-        if resolution is not None and resolution < 1:
-            raise HwnasError(f"resolution must be at least 1, got {resolution}")
+        for label, value in (("repeat", repeat), ("batch size", batch_size), ("resolution", resolution)):
+            if (value is not None or label == "repeat") and not (_is_int(value) and value >= 1):
+                raise HwnasError(f"{label} must be an integer of at least 1, got {value!r}")
+        if not _is_int(seed):
+            raise HwnasError(f"seed must be an integer, got {seed!r}")
         if dtype not in DTYPES:
             raise HwnasError(f"unknown dtype {dtype!r}; expected one of: {', '.join(DTYPES)}")
         self.resolution = resolution
         self.batch_size = batch_size
         self.repeat = repeat
         self.seed = seed
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            raise HwnasError(f"device {device!r} is not a torch device; expected e.g. cpu or cuda") from None
         self.dtype = DTYPES[dtype]
         self.dtype_name = dtype
         for key, default in self.options.items():
@@ -159,6 +161,10 @@ class Proxy(ABC):
 def _out_of_memory(err: RuntimeError) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in str(err) or (
         "out of memory" in str(err))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value) -> bool:
