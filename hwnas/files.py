@@ -42,6 +42,22 @@ def check_input_file(path: str | os.PathLike, what: str = "file", max_bytes: int
     return Path(text)
 
 
+def check_input_dir(path: str | os.PathLike, what: str = "folder") -> Path:
+    """``path`` as an existing folder; else HwnasError (also for a name too long to look up)."""
+    text = os.fspath(path)
+    if not text or "\0" in text:
+        raise HwnasError(f"{what} {_shown(text)!r} is empty or holds a NUL; expected a folder path")
+    try:
+        info = os.stat(text)
+    except FileNotFoundError:
+        raise HwnasError(f"{what} {_shown(text)} does not exist; expected an existing folder") from None
+    except OSError as err:
+        raise HwnasError(f"{what} {_shown(text)}: {err.strerror or err}; expected an existing folder") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise HwnasError(f"{what} {_shown(text)} is not a folder; expected an existing folder")
+    return Path(text)
+
+
 def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     """``path`` as a folder that exists or can be created, and that can be written; else HwnasError.
 

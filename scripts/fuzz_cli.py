@@ -9,6 +9,7 @@ is fuzzed is everything up to the work, which is where every input must be check
 for real with every proxy's ``evaluate`` stubbed, so the proxies' own checks run too.
 
     python scripts/fuzz_cli.py --cases 2000 --seed 0
+    python scripts/fuzz_cli.py --sweep      # every hand-picked bad value in every option, once
 """
 
 from __future__ import annotations
@@ -56,9 +57,11 @@ def bad_files(folder: Path) -> dict[str, str]:
     (folder / "stem4.txt").write_text("SuperConvK3BNRELU(4,8,2,1)SuperConvK1BNRELU(8,16,1,1)\n")
     (folder / "dir").mkdir(exist_ok=True)
     rows = [f"{i},{50 + (i * 7) % 13},{i * 1000 + 5},{(i * 3) % 11 - 2.5}" for i in range(12)]
+    (folder / "text.csv").write_text("accuracy,flops\nhigh,1\nlow,2\n")
     (folder / "scores.csv").write_text("index,accuracy,flops,zen\n" + "\n".join(rows) + "\n")
     return {"fifo": str(fifo), "binary": str(folder / "binary"), "empty": str(folder / "empty"),
-            "stem4": str(folder / "stem4.txt"), "dir": str(folder / "dir"), "scores": str(folder / "scores.csv")}
+            "stem4": str(folder / "stem4.txt"), "dir": str(folder / "dir"), "scores": str(folder / "scores.csv"),
+            "text_csv": str(folder / "text.csv")}
 
 
 def bad_values(files: dict[str, str]) -> list[str]:
@@ -66,7 +69,8 @@ def bad_values(files: dict[str, str]) -> list[str]:
     return ["", " ", "-1", "0", "1", "2.5", "-0", "nan", "NaN", "inf", "-inf", "1e308", "-1e308", "1e-320",
             "99999999999999999999999", "-99999999999999999999999", "4097", "65537", "2147483648", "0x10",
             "\uff13", "\u0668", "\u0663\u0662", "abc", "--json", "-", "@", "@/dev/zero", "/dev/zero", "/dev/null",
-            "/proc/x", "/sys/x/y", "/", "/nonexistent/dir/x", files["fifo"], "@" + files["fifo"], files["binary"],
+            "/proc/x", "/sys/x/y", "/", "/nonexistent/dir/x", files["text_csv"], files["fifo"], "@" + files["fifo"],
+            files["binary"],
             "@" + files["binary"], files["empty"], files["dir"], files["stem4"], "A" * 10_000, "a/" * 3000,
             "cuda", "cuda:7", "cuda:-1", "foo", "cpu:0", "mps", "meta", "alpha=abc", "alpha=nan", "alpha=1e999",
             "wz=nan", "beta=[1,2]", "x=1", "=", "se=1", "batches=0", "transform=sqrt", "device=foo", "device=cpu",
@@ -74,7 +78,8 @@ def bad_values(files: dict[str, str]) -> list[str]:
             "SuperConvK3BNRELU(4,8,2,1)SuperConvK1BNRELU(8,16,1,1)",
             "SuperConvK3BNRELU(3,\uff18,2,1)SuperConvK1BNRELU(\uff18,16,1,1)", "SuperConvK3BNRELU(3,8,2,1",
             "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|", "|x~9|", "zennet", "zen", "flops",
-            "log(-1)", "zen+", "flops;;zen", "log(zen)", "zen*0", "accuracy", "index;flops;zen;accuracy", "__import__('os')", "runs", "imagenet224", "nb201", "cifar10", "onnx", "tensorrt"]
+            "log(-1)", "zen+", "flops;;zen", "log(zen)", "zen*0", "accuracy", "index;flops;zen;accuracy",
+            "__import__('os')", "runs", "imagenet224", "nb201", "cifar10", "onnx", "tensorrt"]
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,8 @@ def commands(tmp: Path) -> list[Command]:
                  "--transform", "--beta", "--proxy-option", "--initial", "--early-batch", "--early-margin", "--seed",
                  "--workers", "--latency-batch", "--out", "--checkpoint-every", "--measure"), None,
                 ("--resume", "--json")),
-        Command(("curves", "--out", str(tmp / "c.png")), ("--space", "--profile", "--x", "--dataset", "--runs", "--out"),
+        Command(("curves", "--out", str(tmp / "c.png")),
+                ("--space", "--profile", "--x", "--dataset", "--runs", "--out"),
                 None, ("--json",)),
         Command(("deploy", "{arg}", "--space", "cifar32", "--batch", "1", "--out", out),
                 ("--format", "--precision", "--batch", "--weights", "--num-classes", "--resolution", "--space",
@@ -288,18 +294,48 @@ def fuzz(cases: int, seed: int, tmp: Path, timeout_s: int = 20,
     return count, found
 
 
+def sweep(tmp: Path, timeout_s: int = 20, codes: Counter | None = None) -> tuple[int, list[Outcome]]:
+    """Every hand-picked bad value in every option (and the argument) of every command, once each."""
+    found: list[Outcome] = []
+    count = 0
+    with fuzz_environment(tmp) as files:
+        for cmd in commands(tmp):
+            slots = list(cmd.options) + (["{arg}"] if "{arg}" in cmd.base else []) + [None]
+            for slot in slots:
+                for value in bad_values(files):
+                    argv = [cmd.argument if a == "{arg}" else a for a in cmd.base]
+                    if slot == "{arg}":
+                        argv[cmd.base.index("{arg}")] = value
+                    elif slot is None:
+                        argv.append(value)  # a stray argument
+                    else:
+                        argv += [slot, value]
+                    outcome = run(argv, timeout_s)
+                    count += 1
+                    if codes is not None:
+                        codes[(command_name(argv), outcome.code)] += 1
+                    if outcome.problems():
+                        found.append(outcome)
+    return count, found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog="example: python scripts/fuzz_cli.py --cases 2000 --seed 0")
     parser.add_argument("--cases", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sweep", action="store_true",
+                        help="instead of --cases: every hand-picked bad value in every option of every command")
     parser.add_argument("--codes", action="store_true", help="print how many cases of each command exited how")
     parser.add_argument("--timeout", type=int, default=20, help="seconds per case before it counts as a hang")
     args = parser.parse_args()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hwnas-fuzz-") as tmp:
         codes: Counter = Counter()
-        count, found = fuzz(args.cases, args.seed, Path(tmp), args.timeout, codes)
+        if args.sweep:
+            count, found = sweep(Path(tmp), args.timeout, codes)
+        else:
+            count, found = fuzz(args.cases, args.seed, Path(tmp), args.timeout, codes)
     seconds = time.perf_counter() - start
     kinds: dict[str, int] = {}
     for outcome in found:

@@ -291,7 +291,11 @@ def fit_hybrid(scores: pd.DataFrame, terms: list[str], target: str = "accuracy")
                 col.append(float("nan"))
         cols.append(col)
     x = np.array(cols, float).T
-    y = scores[target].to_numpy(float)
+    try:
+        y = scores[target].to_numpy(float)
+    except (ValueError, TypeError):
+        raise HwnasError(f"the {target!r} column is not numeric; expected the scores.csv of "
+                         "`hwnas proxies bench`") from None
     ok = np.isfinite(x).all(axis=1) & np.isfinite(y)
     x, y = x[ok], y[ok]
     if len(y) < len(terms) + 3:
@@ -300,7 +304,10 @@ def fit_hybrid(scores: pd.DataFrame, terms: list[str], target: str = "accuracy")
     sd[sd == 0] = 1.0
     z = (x - mu) / sd
     ranks = stats.rankdata(y)
-    w0, *_ = np.linalg.lstsq(np.c_[z, np.ones(len(z))], ranks, rcond=None)
+    try:
+        w0, *_ = np.linalg.lstsq(np.c_[z, np.ones(len(z))], ranks, rcond=None)
+    except np.linalg.LinAlgError as err:
+        raise HwnasError(f"the terms cannot be fitted ({err}); expected terms with finite, varying values") from None
     w0 = w0[:-1]
 
     def loss(w):

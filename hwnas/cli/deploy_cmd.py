@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hwnas.cli.options import BATCH, RESOLUTION, BoundedFloat, BoundedInt, InputFile, NonEmpty
+from hwnas.cli.options import BATCH, RESOLUTION, BoundedFloat, BoundedInt, InputDir, InputFile, NonEmpty
 from hwnas.cli.output import echo_json, echo_table
 
 
@@ -122,7 +122,7 @@ def export_cmd(source, fmt, precision, batch, dynamic_batch, weights, num_classe
 
 
 @deploy_group.command("check")
-@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
+@click.argument("directory", metavar="DIR", type=InputDir())
 @click.option("--profile", "profile", type=NonEmpty("a profile name or folder"), default=None,
               help="Latency profile (shipped name or folder) whose prediction and settings (backend, precision, "
                    "batch, threads) apply (default: the profile of the search run DIR was deployed from).")

@@ -63,7 +63,8 @@ def _progress_bar(disabled: bool):
 @click.option("--cuda-graphs", is_flag=True, help="torch backend on CUDA: replay CUDA graphs.")
 @click.option("--max-minutes", type=BoundedFloat(0, 1e7, min_open=True), default=None,
               help="Stop after this many minutes; the same command later resumes where it stopped.")
-@click.option("--out", type=OutputDir(), default=None, help="Profile folder [profiles/<backend>-<device>-b<batch>-<space>].")
+@click.option("--out", type=OutputDir(), default=None,
+              help="Profile folder [profiles/<backend>-<device>-b<batch>-<space>].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile summary as JSON.")
 def profile_device_cmd(use_cpu, gpu, backend, precision, batch, threads, space, grid, networks, seed, cuda_graphs,

@@ -11,7 +11,7 @@ import math
 import click
 
 from hwnas.errors import HwnasError
-from hwnas.files import MAX_DATA_FILE_BYTES, check_input_file, check_output_dir
+from hwnas.files import MAX_DATA_FILE_BYTES, check_input_dir, check_input_file, check_output_dir
 
 # What a proxy, a search or an export runs at: beyond these no machine has the memory.
 MAX_BATCH = 4096
@@ -154,6 +154,19 @@ class OutputFile(click.ParamType):
             if not isinstance(value, str) or not value.strip() or os.path.isdir(value):
                 raise HwnasError(f"{value!r} is empty or a folder; expected a file path")
             check_output_dir(Path(value).parent, "folder of")
+        except HwnasError as err:
+            self.fail(str(err), param, ctx)
+        return value
+
+
+class InputDir(click.ParamType):
+    """An existing folder, checked at parse time (see :func:`hwnas.files.check_input_dir`)."""
+
+    name = "folder"
+
+    def convert(self, value, param, ctx):
+        try:
+            check_input_dir(value)
         except HwnasError as err:
             self.fail(str(err), param, ctx)
         return value

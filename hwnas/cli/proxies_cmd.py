@@ -30,6 +30,10 @@ _COMMON = [
 ]
 
 
+# Options every proxy takes, given with their own flags (never with --set).
+_COMMON_NAMES = ("resolution", "batch_size", "repeat", "seed", "device", "dtype")
+
+
 def _common(func):
     for option in reversed(_COMMON):
         func = option(func)
@@ -53,6 +57,9 @@ def _specific(bn_term: str | None, se: bool, settings: tuple[str, ...]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise HwnasError(f"--set expects KEY=VALUE, got {item!r}")
+        if key.strip() in _COMMON_NAMES:
+            raise HwnasError(f"--set {key.strip()}=...: use --{key.strip().replace('_', '-')} for it; --set takes "
+                             "the proxy's own options (see: hwnas proxies list)")
         out[key.strip()] = _value(value.strip())
     return out
 

@@ -11,12 +11,20 @@ from hwnas.cli.output import echo_json, echo_table, progress_bar
 from hwnas.errors import HwnasError
 
 
+# Proxy settings the search gives every evaluation itself, so no --proxy-option may.
+_SEARCH_SETS = {"batch_size": "--batch-size", "repeat": "--repeat", "seed": "from --seed and the structure",
+                "device": "cpu"}
+
+
 def _proxy_options(items: tuple[str, ...], **named) -> dict:
     options = {k: v for k, v in named.items() if v is not None}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise HwnasError(f"--proxy-option {item!r}: expected KEY=VALUE")
+        if key in _SEARCH_SETS:
+            raise HwnasError(f"--proxy-option {key}: the search sets it ({_SEARCH_SETS[key]}); expected one of the "
+                             "proxy's own options or resolution / dtype")
         try:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -39,13 +47,17 @@ def _initial(value: str | None, space: str) -> str | None:
 
 
 @click.command("search")
-@click.option("--latency-ms", type=BoundedFloat(0, 1e6, min_open=True), help="Budget: predicted per-image latency in ms (from the profile, at its batch).")
-@click.option("--flops", type=BoundedFloat(0, 1e15, min_open=True), help="Budget: FLOPs (multiply-accumulates, table rule), e.g. 4e8.")
+@click.option("--latency-ms", type=BoundedFloat(0, 1e6, min_open=True),
+              help="Budget: predicted per-image latency in ms (from the profile, at its batch).")
+@click.option("--flops", type=BoundedFloat(0, 1e15, min_open=True),
+              help="Budget: FLOPs (multiply-accumulates, table rule), e.g. 4e8.")
 @click.option("--params", type=BoundedFloat(0, 1e12, min_open=True), help="Budget: parameters, e.g. 1e6.")
-@click.option("--max-layers", type=BoundedInt(1, 10_000), help="Budget: sum of sub-layers L. Default with --latency-ms: ZenNAS's "
-              "10/13/16/20/25/30 for 0.1/0.2/0.3/0.5/0.8/1.2 ms.")
-@click.option("--rho-max", type=BoundedFloat(0, 1e6, min_open=True), help="Budget: effectiveness rho (default 0.5 with --proxy incorporated).")
-@click.option("--profile", type=NonEmpty("a shipped profile name or a profile folder"), help="Latency profile: a shipped name or a path (default: the shipped default profile).")
+@click.option("--max-layers", type=BoundedInt(1, 10_000), help="Budget: sum of sub-layers L. Default with "
+              "--latency-ms: ZenNAS's 10/13/16/20/25/30 for 0.1/0.2/0.3/0.5/0.8/1.2 ms.")
+@click.option("--rho-max", type=BoundedFloat(0, 1e6, min_open=True),
+              help="Budget: effectiveness rho (default 0.5 with --proxy incorporated).")
+@click.option("--profile", type=NonEmpty("a shipped profile name or a profile folder"),
+              help="Latency profile: a shipped name or a path (default: the shipped default profile).")
 @click.option("--space", default="imagenet224", show_default=True,
               help="Search space (list them with: hwnas models spaces).")
 @click.option("--population", type=BoundedInt(1, 1_000_000), default=512, show_default=True, help="Population size N.")
@@ -75,7 +87,8 @@ def _initial(value: str | None, space: str) -> str | None:
 @click.option("--out", default="runs/search", show_default=True, type=OutputDir(),
               help="Output folder.")
 @click.option("--resume", is_flag=True, help="Continue the search checkpointed in --out.")
-@click.option("--checkpoint-every", type=BoundedFloat(0, 1e9, min_open=True), default=60.0, show_default=True, help="Seconds between checkpoints.")
+@click.option("--checkpoint-every", type=BoundedFloat(0, 1e9, min_open=True), default=60.0, show_default=True,
+              help="Seconds between checkpoints.")
 @click.option("--measure", type=click.Choice(["yes", "auto"]), is_flag=False, flag_value="yes", default=None,
               help="Measure the best network end to end with the profile's backend; refused before the search "
               "unless this machine is the profile's device. '--measure auto': measure where it is, else say so.")
