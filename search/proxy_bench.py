@@ -300,9 +300,13 @@ def fit_hybrid(scores: pd.DataFrame, terms: list[str], target: str = "accuracy")
     x, y = x[ok], y[ok]
     if len(y) < len(terms) + 3:
         raise HwnasError(f"too few complete rows ({len(y)}) to fit {len(terms)} terms")
-    mu, sd = x.mean(axis=0), x.std(axis=0)
-    sd[sd == 0] = 1.0
-    z = (x - mu) / sd
+    with np.errstate(all="ignore"):  # an overflow is reported below, as one error
+        mu, sd = x.mean(axis=0), x.std(axis=0)
+        sd[sd == 0] = 1.0
+        z = (x - mu) / sd
+    if not np.isfinite(z).all():  # LAPACK would print its own complaint before failing
+        raise HwnasError("the terms cannot be fitted: their values overflow when standardised; expected terms of "
+                         "moderate size (take log() of large ones)")
     ranks = stats.rankdata(y)
     try:
         w0, *_ = np.linalg.lstsq(np.c_[z, np.ones(len(z))], ranks, rcond=None)

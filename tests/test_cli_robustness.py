@@ -164,3 +164,24 @@ def test_fuzz_every_command(tmp_path):
     count, found = fuzz_cli.fuzz(cases=300, seed=17, tmp=tmp_path, timeout_s=30)
     assert count == 300
     assert [(o.problems(), o.argv, (o.traceback or o.output)[-300:]) for o in found] == []
+
+
+def test_common_proxy_settings_have_their_own_flags(env):
+    refused(["score", "--proxy", "zen", SMALL, "--set", "resolution=abc"], "use --resolution")
+    refused(["score", "--proxy", "zen", SMALL, "--set", "device=foo"], "use --device")
+    refused(["search", "--proxy-option", "batch_size=0", "--out", "o"], "--batch-size")
+    refused(["search", "--proxy-option", "resolution=abc", "--out", "o"], "resolution must be an integer")
+
+
+@pytest.mark.parametrize("name", ["A" * 10_000, "a/" * 3000])
+def test_names_too_long_to_look_up_are_one_line(env, name):
+    refused(["deploy", "check", name], "File name too long")
+    refused(["latency", "predict", SMALL, "--profile", name], "no profile")
+    refused(["search", "--out", name], "--out")
+
+
+def test_proxies_fit_refuses_what_it_cannot_fit(env):
+    _, files = env
+    refused(["proxies", "fit", files["scores"], "--terms", "1e308"], "cannot be fitted")
+    refused(["proxies", "fit", files["text_csv"], "--terms", "flops"], "not numeric")
+    refused(["proxies", "fit", files["empty"], "--terms", "flops"], "not a readable CSV")
