@@ -40,6 +40,8 @@ OUTPUT_NAME = "logits"
 EXPORTER = "torch.onnx.export(dynamo=False)"
 # Largest accepted |runtime - torch fp32| / max|torch fp32| over the verification batches.
 MAX_ERROR = {"fp32": 1e-3, "fp16": 1e-2}
+# The largest input batch an export verifies with (batch x 3 x resolution², 1 GiB in float32).
+MAX_INPUT_ELEMENTS = 2**28
 
 
 def build_module(space, arch, use_se: bool = False):
@@ -172,6 +174,10 @@ def export(space, arch, out: str | Path, *, use_se: bool = False, fmt: str = "on
         raise DeployError(f"precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     if batch < 1:
         raise DeployError(f"batch {batch}; expected a positive integer")
+    elements = batch * 3 * space.resolution ** 2
+    if elements > MAX_INPUT_ELEMENTS:
+        raise DeployError(f"a batch of {batch} images of {space.resolution}x{space.resolution} holds {elements} "
+                          f"values; expected at most {MAX_INPUT_ELEMENTS} (a smaller --batch or --resolution)")
     tolerance = MAX_ERROR[precision] if tolerance is None else float(tolerance)
     out = Path(out)
     weights = Path(weights) if weights is not None else None
@@ -262,6 +268,12 @@ def export(space, arch, out: str | Path, *, use_se: bool = False, fmt: str = "on
             manifest["tensorrt"] = trt_info
         atomic_write_bytes(tmp / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
         _commit(tmp, out)
+    except RuntimeError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (isinstance(err, torch.OutOfMemoryError) or "allocate" in str(err) or "out of memory" in str(err)):
+            raise
+        raise DeployError(f"out of memory exporting this network at batch {batch}, resolution {space.resolution}; "
+                          "expected a smaller --batch or --resolution") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

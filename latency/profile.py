@@ -142,6 +142,14 @@ def content_hash(table: pd.DataFrame, metadata: dict, graph: pd.DataFrame | None
     return h.hexdigest()
 
 
+def _has_metadata(folder: Path) -> bool:
+    """Whether ``folder`` holds a metadata.json (a name the system cannot even look up holds none)."""
+    try:
+        return (folder / "metadata.json").is_file()
+    except (OSError, ValueError):
+        return False
+
+
 @dataclass
 class Profile:
     table: pd.DataFrame
@@ -246,13 +254,14 @@ class Profile:
         path = Path(text)
         if path.name == "metadata.json":
             path = path.parent
-        if not (path / "metadata.json").exists():
+        if not _has_metadata(path):
             shipped = shipped_dir() / text
-            if (shipped / "metadata.json").exists() and "/" not in text:
+            if "/" not in text and _has_metadata(shipped):
                 path = shipped
             else:
                 names = ", ".join(p["name"] for p in list_profiles()) or "none"
-                raise ProfileError(f"no profile {text!r}: not a folder with metadata.json, nor a shipped profile "
+                shown = text if len(text) <= 200 else text[:200] + "..."
+                raise ProfileError(f"no profile {shown!r}: not a folder with metadata.json, nor a shipped profile "
                                    f"(shipped: {names})")
         try:
             metadata = json.loads((path / "metadata.json").read_text())

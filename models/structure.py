@@ -200,7 +200,7 @@ def _block_from(name: str, args: list[int], text: str, name_pos: int, arg_pos: l
 
 
 _TOKEN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
-_TOKEN_INT = re.compile(r"-?\d+")
+_TOKEN_INT = re.compile(r"-?[0-9]+")  # ASCII digits only: int() would also read fullwidth or Arabic-Indic ones
 
 
 def parse(text: str) -> Structure:
@@ -271,20 +271,17 @@ MAX_ARCH_FILE_BYTES = 1 << 20
 
 def read_first_line(path) -> str:
     """The first non-empty line of a file that holds an architecture string (a regular file of at most
-    :data:`MAX_ARCH_FILE_BYTES`)."""
-    import stat
-    from pathlib import Path
+    :data:`MAX_ARCH_FILE_BYTES`, UTF-8 text)."""
+    from hwnas.files import check_input_file
 
+    path = check_input_file(path, "architecture file", MAX_ARCH_FILE_BYTES)
     try:
-        info = Path(path).stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise HwnasError(f"{path} is not a regular file; expected a file holding one architecture string")
-        if info.st_size > MAX_ARCH_FILE_BYTES:
-            raise HwnasError(f"{path} holds {info.st_size} bytes; expected one architecture string "
-                             f"(at most {MAX_ARCH_FILE_BYTES} bytes)")
-        lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise HwnasError(f"cannot read {path}: {err}") from None
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except OSError as err:
+        raise HwnasError(f"cannot read {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise HwnasError(f"{path} is not UTF-8 text (byte {err.start}); expected a file holding one architecture "
+                         "string") from None
     if not lines:
         raise StructureError(f"file {path} is empty; expected one architecture string")
     return lines[0]

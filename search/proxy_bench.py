@@ -256,6 +256,19 @@ def write_result(result: BenchResult, out: Path) -> None:
 
 
 # -- fitting a hybrid ----------------------------------------------------------------
+def read_scores(path, target: str = "accuracy") -> pd.DataFrame:
+    """A benchmark's scores.csv (as ``run_bench`` writes it); HwnasError if it is no such table."""
+    try:
+        scores = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        reason = " ".join(str(err).split())[:200]
+        raise HwnasError(f"{path} is not a readable CSV table ({reason}); expected the scores.csv of "
+                         "`hwnas proxies bench --out`") from None
+    if target not in scores.columns:
+        raise HwnasError(f"{path} has no {target!r} column; expected the scores.csv of `hwnas proxies bench --out`")
+    return scores
+
+
 def fit_hybrid(scores: pd.DataFrame, terms: list[str], target: str = "accuracy") -> dict:
     """Weights of a linear combination of ``terms`` (expressions over the score columns) maximising
     Spearman's ρ with ``target`` on ``scores``; returns the expression and its fitted ρ.
@@ -264,6 +277,8 @@ def fit_hybrid(scores: pd.DataFrame, terms: list[str], target: str = "accuracy")
     then Nelder–Mead on −ρ. Weights are rescaled to raw units and normalised
     so that the first term's weight is 1.
     """
+    if not terms:
+        raise HwnasError("no terms to fit; expected ';'-separated expressions over the score columns")
     trees = [parse_expression(t) for t in terms]
     cols = []
     for t, tree in zip(terms, trees):
@@ -276,16 +291,27 @@ def fit_hybrid(scores: pd.DataFrame, terms: list[str], target: str = "accuracy")
                 col.append(float("nan"))
         cols.append(col)
     x = np.array(cols, float).T
-    y = scores[target].to_numpy(float)
+    try:
+        y = scores[target].to_numpy(float)
+    except (ValueError, TypeError):
+        raise HwnasError(f"the {target!r} column is not numeric; expected the scores.csv of "
+                         "`hwnas proxies bench`") from None
     ok = np.isfinite(x).all(axis=1) & np.isfinite(y)
     x, y = x[ok], y[ok]
     if len(y) < len(terms) + 3:
         raise HwnasError(f"too few complete rows ({len(y)}) to fit {len(terms)} terms")
-    mu, sd = x.mean(axis=0), x.std(axis=0)
-    sd[sd == 0] = 1.0
-    z = (x - mu) / sd
+    with np.errstate(all="ignore"):  # an overflow is reported below, as one error
+        mu, sd = x.mean(axis=0), x.std(axis=0)
+        sd[sd == 0] = 1.0
+        z = (x - mu) / sd
+    if not np.isfinite(z).all():  # LAPACK would print its own complaint before failing
+        raise HwnasError("the terms cannot be fitted: their values overflow when standardised; expected terms of "
+                         "moderate size (take log() of large ones)")
     ranks = stats.rankdata(y)
-    w0, *_ = np.linalg.lstsq(np.c_[z, np.ones(len(z))], ranks, rcond=None)
+    try:
+        w0, *_ = np.linalg.lstsq(np.c_[z, np.ones(len(z))], ranks, rcond=None)
+    except np.linalg.LinAlgError as err:
+        raise HwnasError(f"the terms cannot be fitted ({err}); expected terms with finite, varying values") from None
     w0 = w0[:-1]
 
     def loss(w):

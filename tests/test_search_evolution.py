@@ -125,7 +125,7 @@ def test_resume_extends_a_finished_run_to_the_uninterrupted_result(tmp_path):
 def _cli(out: Path, iterations: int, workers: int, resume: bool = False) -> list[str]:
     args = ["--space", "cifar32", "--params", "3e5", "--max-layers", "12", "--batch-size", "2",
             "--population", "6", "--iterations", str(iterations), "--seed", "5", "--workers", str(workers),
-            "--out", str(out), "--checkpoint-every", "0", "--no-progress"]
+            "--out", str(out), "--checkpoint-every", "1e-9", "--no-progress"]  # a checkpoint every iteration
     code = "from hwnas.cli.main import search_main; search_main()"
     return [sys.executable, "-c", code, *args, *(["--resume"] if resume else [])]
 

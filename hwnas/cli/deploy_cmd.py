@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from hwnas.cli.options import BATCH, RESOLUTION, BoundedFloat, BoundedInt, InputDir, InputFile, NonEmpty
 from hwnas.cli.output import echo_json, echo_table
 
 
@@ -59,22 +60,22 @@ def deploy_group() -> None:
               help="Artifact: an ONNX graph, or a TensorRT engine (plus the ONNX graph it was built from).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="fp16 writes an FP16 ONNX graph (FP16 input and output) and an FP16 engine.")
-@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--batch", type=BATCH, default=64, show_default=True,
               help="Batch size of the artifact (the largest batch with --dynamic-batch).")
 @click.option("--dynamic-batch", is_flag=True,
               help="Dynamic batch axis; a TensorRT engine gets an optimization profile 1..BATCH (opt BATCH).")
-@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+@click.option("--weights", type=InputFile(), default=None,
               help="Checkpoint: a state_dict, or a dict with 'state_dict' or 'model' (default: untrained weights).")
-@click.option("--num-classes", type=click.IntRange(min=1), default=None,
+@click.option("--num-classes", type=BoundedInt(1, 1_000_000), default=None,
               help="Classifier outputs (default: the run's, the zoo model's or the space's).")
-@click.option("--resolution", type=click.IntRange(min=1), default=None,
+@click.option("--resolution", type=RESOLUTION, default=None,
               help="Input resolution (default: the run's, the zoo model's or the space's).")
 @click.option("--space", default=None, help="Search space of the structure (default: the run's, else imagenet224).")
 @click.option("--se/--no-se", "use_se", default=None, help="Build with SE modules (default: the zoo model's; else no).")
 @click.option("--simplify/--no-simplify", default=False, show_default=True,
               help="Simplify the graph with onnxslim (off: the graph stays the one the latency profiles were "
                    "calibrated on, the profiling exporter's).")
-@click.option("--tolerance", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--tolerance", type=BoundedFloat(0, 1e6, min_open=True), default=None,
               help="Largest accepted max|runtime - torch| / max|torch| (default: 1e-3 fp32, 1e-2 fp16).")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
               help="TensorRT timing cache file reused across builds "
@@ -121,13 +122,13 @@ def export_cmd(source, fmt, precision, batch, dynamic_batch, weights, num_classe
 
 
 @deploy_group.command("check")
-@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
-@click.option("--profile", "profile", default=None,
+@click.argument("directory", metavar="DIR", type=InputDir())
+@click.option("--profile", "profile", type=NonEmpty("a profile name or folder"), default=None,
               help="Latency profile (shipped name or folder) whose prediction and settings (backend, precision, "
                    "batch, threads) apply (default: the profile of the search run DIR was deployed from).")
-@click.option("--tolerance", type=click.FloatRange(min=0, min_open=True), default=0.10, show_default=True,
+@click.option("--tolerance", type=BoundedFloat(0, 1e6, min_open=True), default=0.10, show_default=True,
               help="Largest accepted |measured / predicted - 1|; exit status 1 above it.")
-@click.option("--repeats", type=click.IntRange(min=1), default=None, help="Timed samples (default: the backend's).")
+@click.option("--repeats", type=BoundedInt(1, 100_000), default=None, help="Timed samples (default: the backend's).")
 @click.option("--json", "as_json", is_flag=True, help="Print predicted_ms, measured_ms, rel_error, ... as JSON.")
 def check_cmd(directory, profile, tolerance, repeats, as_json) -> None:
     """Measure the artifact in DIR and compare with the profile's prediction.

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from hwnas.cli.options import BATCH, SEED, BoundedFloat, BoundedInt, InputFile, NonEmpty, OutputDir, OutputFile
 from hwnas.cli.output import echo_json, echo_table
 
 
@@ -51,23 +52,23 @@ def _progress_bar(disabled: bool):
               show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
               help="fp32 on CPU, fp16 on GPU by default.")
-@click.option("--batch", type=click.IntRange(min=1), default=None, help="Batch size (1 on CPU, 64 on GPU by default).")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="CPU intra-op threads.")
+@click.option("--batch", type=BATCH, default=None, help="Batch size (1 on CPU, 64 on GPU by default).")
+@click.option("--threads", type=BoundedInt(1, 1024), default=1, show_default=True, help="CPU intra-op threads.")
 @click.option("--space", default="imagenet224", show_default=True, help="Space whose parts are profiled.")
 @click.option("--grid", type=click.Choice(["coarse", "full"]), default="coarse", show_default=True)
-@click.option("--networks", type=click.IntRange(min=0), default=None,
+@click.option("--networks", type=BoundedInt(0, 100_000), default=None,
               help="Whole networks measured for the calibration [240; 500 where the graph calibration form applies: "
                    "NB201 spaces on onnxruntime CPU].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration networks.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the calibration networks.")
 @click.option("--cuda-graphs", is_flag=True, help="torch backend on CUDA: replay CUDA graphs.")
-@click.option("--max-minutes", type=float, default=None,
+@click.option("--max-minutes", type=BoundedFloat(0, 1e7, min_open=True), default=None,
               help="Stop after this many minutes; the same command later resumes where it stopped.")
 @click.option("--quick", is_flag=True,
               help="A quick profile (a few minutes): the --quick-from profile's table carried over to this machine "
                    "from a stratified sample of its parts and 60 whole networks timed here.")
-@click.option("--quick-from", default=None, metavar="PROFILE",
+@click.option("--quick-from", type=NonEmpty("a profile name or folder"), default=None, metavar="PROFILE",
               help="Source profile of --quick [the space's shipped default].")
-@click.option("--out", default=None,
+@click.option("--out", type=OutputDir(), default=None,
               help="Profile folder [local-profiles/<backend>-<device>-b<batch>-<space>, -quick for --quick].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile summary as JSON.")
@@ -153,12 +154,13 @@ def _profile(name):
     return Profile.load(name)
 
 
+PROFILE = NonEmpty("a profile name or folder")
 PROFILE_HELP = "Profile name (see `hwnas profiles list`) or folder [the shipped default]."
 
 
 @latency_group.command("predict")
 @click.argument("structure")
-@click.option("--profile", "profile_name", default=None, help=PROFILE_HELP)
+@click.option("--profile", "profile_name", type=PROFILE, default=None, help=PROFILE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (key latency_ms).")
 def predict_cmd(structure, profile_name, as_json) -> None:
     """Predicted per-image latency of one architecture of the profile's space.
@@ -191,10 +193,10 @@ def predict_cmd(structure, profile_name, as_json) -> None:
 
 
 @latency_group.command("validate")
-@click.option("--profile", "profile_name", default=None, help=PROFILE_HELP)
-@click.option("--samples", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--plot", default=None, help="Write a predicted-vs-measured scatter plot (PNG) here.")
+@click.option("--profile", "profile_name", type=PROFILE, default=None, help=PROFILE_HELP)
+@click.option("--samples", type=BoundedInt(1, 100_000), default=50, show_default=True)
+@click.option("--seed", type=SEED, default=1, show_default=True)
+@click.option("--plot", type=OutputFile(), default=None, help="Write a predicted-vs-measured scatter plot (PNG) here.")
 @click.option("--published", is_flag=True,
               help="Compare with the published ZenNet latencies (V100 FP16 batch-64 profiles only).")
 @click.option("--repeatability", is_flag=True,
@@ -236,10 +238,10 @@ def validate_cmd(profile_name, samples, seed, plot, published, repeatability, no
 
 
 @latency_group.command("recalibrate")
-@click.option("--profile", "profile_name", default=None, help=PROFILE_HELP)
+@click.option("--profile", "profile_name", type=PROFILE, default=None, help=PROFILE_HELP)
 @click.option("--remeasure", is_flag=True,
               help="Measure the profile's calibration networks again first (on the profiled device only).")
-@click.option("--networks", type=click.IntRange(min=3), default=None,
+@click.option("--networks", type=BoundedInt(3, 100_000), default=None,
               help="With --remeasure: sample and measure this many fresh calibration networks instead.")
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (form, per-form leave-one-out figures, hash).")
@@ -306,17 +308,17 @@ def profiles_list_cmd(as_json) -> None:
 
 @profiles_group.command("import")
 @click.argument("source")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=InputFile())
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
               help="tinynas: precision of the published table [fp16].")
-@click.option("--batch", type=click.IntRange(1, 4096), default=None, help="tinynas: batch size to import [64].")
+@click.option("--batch", type=BATCH, default=None, help="tinynas: batch size to import [64].")
 @click.option("--space", default=None, help="tinynas: search space the profile is for [imagenet224].")
 @click.option("--convention", type=click.Choice(["tensorrt", "zennas"]), default=None,
               help="tinynas: tensorrt, the published TensorRT times as they are [default]; zennas, calibrated on "
                    "the ZenNet zoo's published V100 latencies (ZenNAS's latency unit).")
 @click.option("--device", default=None, help="hw-nas-bench: edgegpu, raspi4, edgetpu, pixel3, eyeriss or fpga.")
 @click.option("--dataset", default=None, help="hw-nas-bench: cifar10, cifar100 or imagenet16.")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
+@click.option("--out", type=OutputDir(), default=None,
               help="Profile folder to write [profiles/<name>]; must not hold a profile yet.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def profiles_import_cmd(source, path, out, as_json, **options) -> None:

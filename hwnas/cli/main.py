@@ -34,19 +34,20 @@ for _module in (models_cmd, proxies_cmd, latency_cmd, search_cmd, deploy_cmd, tr
         cli.add_command(_command)
 
 
+def _one_line(message: str) -> str:
+    """The message on one line: every run of whitespace (newlines, form feeds, separators) one space."""
+    return " ".join(message.split())
+
+
 def _run(command: click.Command, prog_name: str, args: list[str] | None = None) -> None:
     """Run a click command; expected errors become one line on stderr and exit 2."""
     try:
         code = command.main(args=args, prog_name=prog_name, standalone_mode=False)
-    except click.UsageError as err:
-        click.echo(f"{prog_name}: error: {err.format_message()}", err=True)
-        sys.exit(2)
-    except click.ClickException as err:
-        click.echo(f"{prog_name}: error: {err.format_message()}", err=True)
+    except click.ClickException as err:  # a usage error too
+        click.echo(f"{prog_name}: error: {_one_line(err.format_message())}", err=True)
         sys.exit(2)
     except HwnasError as err:
-        message = " ".join(str(err).split())
-        click.echo(f"{prog_name}: error: {message}", err=True)
+        click.echo(f"{prog_name}: error: {_one_line(str(err))}", err=True)
         sys.exit(2)
     except click.Abort:
         click.echo(f"{prog_name}: aborted", err=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from hwnas.cli.options import BoundedInt
 from hwnas.cli.output import echo_json, echo_table
 
 
@@ -90,9 +91,9 @@ def list_cmd(as_json: bool) -> None:
 @click.option("--space", default=None,
               help="Space to read the architecture in: imagenet224, cifar32, nb201, ... "
                    "(default: the zoo model's or the run's, else nb201 for '|...|' cells, else imagenet224).")
-@click.option("--resolution", type=click.IntRange(min=1, max=65536), default=None,
+@click.option("--resolution", type=BoundedInt(1, 65536), default=None,
               help="Input resolution (default: the zoo model's, the run's or the space's).")
-@click.option("--num-classes", type=click.IntRange(min=1, max=1_000_000), default=None,
+@click.option("--num-classes", type=BoundedInt(1, 1_000_000), default=None,
               help="Classifier outputs (default: the zoo model's, the run's or the space's).")
 @click.option("--se/--no-se", "use_se", default=None,
               help="Count with SE modules (default: as the zoo row was counted; else no).")

@@ -6,17 +6,18 @@ import ast
 
 import click
 
+from hwnas.cli.options import BATCH, REPEAT, RESOLUTION, SEED, BoundedInt, Device, InputFile, OutputDir
 from hwnas.cli.output import echo_json, echo_table, progress_bar
 from hwnas.errors import HwnasError
 
 _COMMON = [
-    click.option("--resolution", type=click.IntRange(min=1, max=4096), default=None,
+    click.option("--resolution", type=RESOLUTION, default=None,
                  help="Input resolution (default: the space's, or the zoo model's)."),
-    click.option("--batch-size", type=click.IntRange(min=1, max=4096), default=None,
+    click.option("--batch-size", type=BATCH, default=None,
                  help="Mini-batch (default: 64 at 32x32 and below, else 16, the Zen-NAS settings)."),
-    click.option("--repeat", type=click.IntRange(min=1, max=1000), default=1, show_default=True,
+    click.option("--repeat", type=REPEAT, default=1, show_default=True,
                  help="Mean of K independent evaluations (fresh network, fresh BN statistics each)."),
-    click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda."),
+    click.option("--device", type=Device(), default="cpu", show_default=True, help="torch device, e.g. cpu or cuda."),
     click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "float64"]), default="float32",
                  show_default=True, help="Precision of the forward passes (synflow always uses float64)."),
     click.option("--bn-term", type=click.Choice(["running", "batch"]), default=None,
@@ -27,6 +28,10 @@ _COMMON = [
                  help="A proxy-specific option, e.g. --set transform=sqrt --set wz=0.8 --set beta=10 "
                       "(repeatable)."),
 ]
+
+
+# Options every proxy takes, given with their own flags (never with --set).
+_COMMON_NAMES = ("resolution", "batch_size", "repeat", "seed", "device", "dtype")
 
 
 def _common(func):
@@ -52,6 +57,9 @@ def _specific(bn_term: str | None, se: bool, settings: tuple[str, ...]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise HwnasError(f"--set expects KEY=VALUE, got {item!r}")
+        if key.strip() in _COMMON_NAMES:
+            raise HwnasError(f"--set {key.strip()}=...: use --{key.strip().replace('_', '-')} for it; --set takes "
+                             "the proxy's own options (see: hwnas proxies list)")
         out[key.strip()] = _value(value.strip())
     return out
 
@@ -67,7 +75,7 @@ def _specific(bn_term: str | None, se: bool, settings: tuple[str, ...]) -> dict:
 @click.option("--space", default=None,
               help="Space: imagenet224, cifar32, nb201, nb201-cifar100, nb201-imagenet16 "
                    "(default: the zoo model's; nb201 for a cell; else imagenet224).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights and inputs.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of weights and inputs.")
 @_common
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def score(structure, proxy, file, nb201, space, seed, resolution, batch_size, repeat, device, dtype, bn_term,
@@ -150,12 +158,12 @@ def list_cmd(as_json: bool) -> None:
 @click.option("--proxies", "proxy_list", required=True,
               help="Comma-separated proxies or hybrid expressions, e.g. zen,synflow,naswot,'synflow*flops'. "
                    "Use ';' as separator when an expression contains a comma.")
-@click.option("--sample", type=click.IntRange(min=3, max=15625), default=1000, show_default=True,
+@click.option("--sample", type=BoundedInt(3, 15625), default=1000, show_default=True,
               help="Number of architectures (the first N of a seeded permutation: samples are nested).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample (and of mBR's subsets).")
-@click.option("--proxy-seed", type=int, default=0, show_default=True, help="Seed of the proxies.")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Write scores.csv and summary.csv here.")
-@click.option("--cache", type=click.Path(file_okay=False), default=None,
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the sample (and of mBR's subsets).")
+@click.option("--proxy-seed", type=SEED, default=0, show_default=True, help="Seed of the proxies.")
+@click.option("--out", type=OutputDir(), default=None, help="Write scores.csv and summary.csv here.")
+@click.option("--cache", type=OutputDir(), default=None,
               help="Score cache folder (default: $HWNAS_CACHE_DIR/proxy-scores or ~/.cache/hwnas/proxy-scores).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the score cache.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -201,7 +209,7 @@ def bench(space, dataset, proxy_list, sample, seed, proxy_seed, out, cache, no_c
 
 
 @proxies.command("fit")
-@click.argument("scores_csv", type=click.Path(dir_okay=False, exists=True))
+@click.argument("scores_csv", type=InputFile())
 @click.option("--terms", required=True,
               help="';'-separated terms over the score columns, e.g. 'naswot;log(synflow);log(flops)'.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -215,11 +223,9 @@ def fit(scores_csv, terms, as_json) -> None:
     Example:
       hwnas proxies fit runs/nb201-c10/scores.csv --terms 'naswot;log(synflow);log(flops)'
     """
-    import pandas as pd
+    from hwnas.search.proxy_bench import fit_hybrid, read_scores
 
-    from hwnas.search.proxy_bench import fit_hybrid
-
-    result = fit_hybrid(pd.read_csv(scores_csv), [t.strip() for t in terms.split(";") if t.strip()])
+    result = fit_hybrid(read_scores(scores_csv), [t.strip() for t in terms.split(";") if t.strip()])
     if as_json:
         echo_json(result)
         return

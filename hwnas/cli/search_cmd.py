@@ -6,8 +6,14 @@ import json
 
 import click
 
+from hwnas.cli.options import BATCH, REPEAT, SEED, BoundedFloat, BoundedInt, NonEmpty, OutputDir, OutputFile
 from hwnas.cli.output import echo_json, echo_table, progress_bar
 from hwnas.errors import HwnasError
+
+
+# Proxy settings the search gives every evaluation itself, so no --proxy-option may.
+_SEARCH_SETS = {"batch_size": "--batch-size", "repeat": "--repeat", "seed": "from --seed and the structure",
+                "device": "cpu"}
 
 
 def _proxy_options(items: tuple[str, ...], **named) -> dict:
@@ -16,6 +22,9 @@ def _proxy_options(items: tuple[str, ...], **named) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise HwnasError(f"--proxy-option {item!r}: expected KEY=VALUE")
+        if key in _SEARCH_SETS:
+            raise HwnasError(f"--proxy-option {key}: the search sets it ({_SEARCH_SETS[key]}); expected one of the "
+                             "proxy's own options or resolution / dtype")
         try:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -38,43 +47,48 @@ def _initial(value: str | None, space: str) -> str | None:
 
 
 @click.command("search")
-@click.option("--latency-ms", type=float, help="Budget: predicted per-image latency in ms (from the profile, at its batch).")
-@click.option("--flops", type=float, help="Budget: FLOPs (multiply-accumulates, table rule), e.g. 4e8.")
-@click.option("--params", type=float, help="Budget: parameters, e.g. 1e6.")
-@click.option("--max-layers", type=int, help="Budget: sum of sub-layers L. Default with --latency-ms: ZenNAS's "
-              "10/13/16/20/25/30 for 0.1/0.2/0.3/0.5/0.8/1.2 ms.")
-@click.option("--rho-max", type=float, help="Budget: effectiveness rho (default 0.5 with --proxy incorporated).")
-@click.option("--profile", help="Latency profile: a shipped name or a path (default: the shipped default profile).")
+@click.option("--latency-ms", type=BoundedFloat(0, 1e6, min_open=True),
+              help="Budget: predicted per-image latency in ms (from the profile, at its batch).")
+@click.option("--flops", type=BoundedFloat(0, 1e15, min_open=True),
+              help="Budget: FLOPs (multiply-accumulates, table rule), e.g. 4e8.")
+@click.option("--params", type=BoundedFloat(0, 1e12, min_open=True), help="Budget: parameters, e.g. 1e6.")
+@click.option("--max-layers", type=BoundedInt(1, 10_000), help="Budget: sum of sub-layers L. Default with "
+              "--latency-ms: ZenNAS's 10/13/16/20/25/30 for 0.1/0.2/0.3/0.5/0.8/1.2 ms.")
+@click.option("--rho-max", type=BoundedFloat(0, 1e6, min_open=True),
+              help="Budget: effectiveness rho (default 0.5 with --proxy incorporated).")
+@click.option("--profile", type=NonEmpty("a shipped profile name or a profile folder"),
+              help="Latency profile: a shipped name or a path (default: the shipped default profile).")
 @click.option("--space", default="imagenet224", show_default=True,
               help="Search space (list them with: hwnas models spaces).")
-@click.option("--population", type=int, default=512, show_default=True, help="Population size N.")
-@click.option("--iterations", type=int, default=480_000, show_default=True, help="Iterations T.")
+@click.option("--population", type=BoundedInt(1, 1_000_000), default=512, show_default=True, help="Population size N.")
+@click.option("--iterations", type=BoundedInt(1, 10**9), default=480_000, show_default=True, help="Iterations T.")
 @click.option("--proxy", default="zen", show_default=True, help="Zero-shot proxy (zen, incorporated, ...).")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Proxy batch size.")
-@click.option("--repeat", type=int, default=1, show_default=True, help="Proxy repeats per candidate.")
-@click.option("--wz", type=float, help="Incorporated proxy: weight of the Zen-score.")
-@click.option("--wd", type=float, help="Incorporated proxy: weight of the entropy term.")
+@click.option("--batch-size", type=BATCH, default=64, show_default=True, help="Proxy batch size.")
+@click.option("--repeat", type=REPEAT, default=1, show_default=True, help="Proxy repeats per candidate.")
+@click.option("--wz", type=BoundedFloat(-1e6, 1e6), help="Incorporated proxy: weight of the Zen-score.")
+@click.option("--wd", type=BoundedFloat(-1e6, 1e6), help="Incorporated proxy: weight of the entropy term.")
 @click.option("--transform", type=click.Choice(["log", "sqrt"]), help="Incorporated proxy: F of the entropy term.")
-@click.option("--beta", type=float, help="Incorporated proxy: depth-variance penalty.")
+@click.option("--beta", type=BoundedFloat(-1e6, 1e6), help="Incorporated proxy: depth-variance penalty.")
 @click.option("--proxy-option", "proxy_option", multiple=True, metavar="KEY=VALUE",
               help="Any other proxy option (repeatable).")
 @click.option("--initial", help="Initial structure (text, @FILE, a zoo name or a search --out folder); default: "
               "the space's.")
-@click.option("--early-batch", type=int, help="Early rejection: score a cheap estimate at this batch first "
+@click.option("--early-batch", type=BATCH, help="Early rejection: score a cheap estimate at this batch first "
               "(off by default; see docs/search.md).")
-@click.option("--early-margin", type=float, default=1.0, show_default=True,
+@click.option("--early-margin", type=BoundedFloat(0, 1e12), default=1.0, show_default=True,
               help="Early rejection: error bound of the estimate.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=int, default=1, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--workers", type=BoundedInt(1, 1024), default=1, show_default=True,
               help="Processes scoring candidates (asynchronous steady state; reproducible for a given seed and K).")
 @click.option("--ray", "ray_address", metavar="ADDRESS",
               help="Score candidates as tasks on this running Ray cluster ('auto', or host:port), --workers at a "
               "time (needs the [ray] extra).")
-@click.option("--latency-batch", type=int, help="Refuse a profile measured at another batch.")
-@click.option("--out", default="runs/search", show_default=True, type=click.Path(file_okay=False),
+@click.option("--latency-batch", type=BATCH, help="Refuse a profile measured at another batch.")
+@click.option("--out", default="runs/search", show_default=True, type=OutputDir(),
               help="Output folder.")
 @click.option("--resume", is_flag=True, help="Continue the search checkpointed in --out.")
-@click.option("--checkpoint-every", type=float, default=60.0, show_default=True, help="Seconds between checkpoints.")
+@click.option("--checkpoint-every", type=BoundedFloat(0, 1e9, min_open=True), default=60.0, show_default=True,
+              help="Seconds between checkpoints.")
 @click.option("--measure", type=click.Choice(["yes", "auto"]), is_flag=False, flag_value="yes", default=None,
               help="Measure the best network end to end with the profile's backend; refused before the search "
               "unless this machine is the profile's device. '--measure auto': measure where it is, else say so.")
@@ -186,12 +200,13 @@ def tune_command(trials, iterations, proxies, min_population, max_population, ba
 @click.command("curves")
 @click.option("--space", default="imagenet224", show_default=True,
               help="imagenet224/cifar32: the ZenNet zoo's published top-1; nb201: every cell's trained accuracy.")
-@click.option("--profile", help="Latency profile (default: the space's shipped default).")
+@click.option("--profile", type=NonEmpty("a shipped profile name or a profile folder"),
+              help="Latency profile (default: the space's shipped default).")
 @click.option("--x", "x_axis", type=click.Choice(["latency", "flops", "params"]), default="latency",
               show_default=True)
 @click.option("--dataset", default="cifar10", show_default=True, help="NAS-Bench-201 accuracy column.")
 @click.option("--runs", multiple=True, type=click.Path(file_okay=False), help="Search --out folders to mark.")
-@click.option("--out", default="curves.png", show_default=True, type=click.Path(dir_okay=False),
+@click.option("--out", default="curves.png", show_default=True, type=OutputFile(),
               help="PNG to write (the points go to the .csv beside it).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was drawn as JSON.")
 def curves_command(space, profile, x_axis, dataset, runs, out, as_json):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from hwnas.cli.options import BoundedFloat, BoundedInt, OutputDir
 from hwnas.cli.output import echo_json, echo_table
 
 
@@ -51,24 +52,24 @@ class _Bar:
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Local data folder (never downloaded).")
 @click.option("--dataset", required=True, type=click.Choice(["cifar10", "cifar100", "imagefolder"]),
               help="Layout of --data: CIFAR's python-pickle batches, or train/ and val/ (or test/) class folders.")
-@click.option("--epochs", type=click.IntRange(1, 10_000), default=100, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1, 65_536), default=128, show_default=True)
-@click.option("--resolution", type=click.IntRange(8, 1024), default=None,
+@click.option("--epochs", type=BoundedInt(1, 10_000), default=100, show_default=True)
+@click.option("--batch-size", type=BoundedInt(1, 65_536), default=128, show_default=True)
+@click.option("--resolution", type=BoundedInt(8, 1024), default=None,
               help="Input resolution (default: the run's, the zoo model's or the space's).")
 @click.option("--space", default=None, help="Space of a structure string (default: the run's or zoo model's, "
                                             "nb201 for '|...|' cells, else imagenet224).")
-@click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=None,
+@click.option("--lr", type=BoundedFloat(0, 10, min_open=True), default=None,
               help="Peak learning rate (default: 0.1 x batch size / 128).")
-@click.option("--weight-decay", type=click.FloatRange(0, 1), default=5e-4, show_default=True,
+@click.option("--weight-decay", type=BoundedFloat(0, 1), default=5e-4, show_default=True,
               help="On conv and linear weights; none on BN and biases.")
-@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
-@click.option("--warmup-epochs", type=click.FloatRange(0, 10_000), default=1.0, show_default=True,
+@click.option("--label-smoothing", type=BoundedFloat(0, 1, max_open=True), default=0.1, show_default=True)
+@click.option("--warmup-epochs", type=BoundedFloat(0, 10_000), default=1.0, show_default=True,
               help="Linear warm-up before the cosine decay (below --epochs).")
 @click.option("--no-flip", is_flag=True, help="No horizontal flips (for data whose mirror image means something "
                                               "else, e.g. digits).")
-@click.option("--workers", type=click.IntRange(0, 256), default=4, show_default=True, help="Data loader processes.")
-@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
-@click.option("--out", default="runs/train", show_default=True, type=click.Path(file_okay=False),
+@click.option("--workers", type=BoundedInt(0, 256), default=4, show_default=True, help="Data loader processes.")
+@click.option("--seed", type=BoundedInt(0, 2**31 - 1), default=0, show_default=True)
+@click.option("--out", default="runs/train", show_default=True, type=OutputDir(),
               help="Output folder: checkpoint.pt, metrics.csv, model.pt, result.json.")
 @click.option("--resume", is_flag=True,
               help="Continue the run checkpointed in --out (same settings; starts one if --out has none).")

@@ -87,6 +87,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
                 raise ProfileError(f"{path}:{number}: latency {ms!r} is not a number") from None
             rows.append((kind == "Depthwise", int(batch), int(cin), int(h), int(cout), int(kernel), int(stride),
                          int(fused), value))
+    if not rows:
+        raise ProfileError(f"{path}: no rows; expected a TinyNAS table such as {FILES['fp16']}")
     table = pd.DataFrame(rows, columns=_COLUMNS)
     table = table[np.isfinite(table.ms) & (table.ms > 0)]
     if table.empty:

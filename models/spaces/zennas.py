@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 
 from torch import nn
 
-from hwnas.errors import BudgetError
+from hwnas.errors import BudgetError, StructureError
 from hwnas.models.builder import build
 from hwnas.models.counts import Counts, count, effectiveness
 from hwnas.models.spaces.base import register_space
@@ -58,6 +58,7 @@ from hwnas.models.units import round8
 WIDTH_RATIOS = (2.5, 2.0, 1.5, 1.25, 1.0, 1 / 1.25, 1 / 1.5, 1 / 2, 1 / 2.5)
 MIN_WIDTH, MAX_WIDTH = 8, 2048
 SPLIT_THRESHOLD = 6
+IMAGE_CHANNELS = 3  # every network of these spaces reads an RGB image
 
 # (kind, kernel, expansion) of every residual block type, by mutation group.
 XXBL_TYPES = tuple((BOTTLENECK, k, None) for k in (3, 5, 7)) + tuple((BASIC, k, None) for k in (3, 5, 7))
@@ -127,7 +128,11 @@ class ZenNASSpace:
 
     # text <-> architecture
     def parse(self, text: str) -> Structure:
-        return parse(text)
+        arch = parse(text)
+        if arch.in_channels != IMAGE_CHANNELS:
+            raise StructureError(f"the stem takes {arch.in_channels} input channels; expected {IMAGE_CHANNELS} "
+                                 "(the RGB image)", text.strip(), text.strip().index("(") + 1)
+        return arch
 
     def format(self, arch: Structure) -> str:
         return str(arch)

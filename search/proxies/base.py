@@ -28,6 +28,8 @@ from torch import nn
 from hwnas.errors import HwnasError, ProxyError
 from hwnas.registry import Registry
 
+# The largest input batch a proxy builds (batch x 3 x resolution², 1 GiB in float32).
+MAX_INPUT_ELEMENTS = 2**28
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
@@ -54,6 +56,8 @@ class Proxy(ABC):
     # True if the proxy cannot run without real images and labels. None here does: those defined on real
     # data (ZiCo, the NASLib set, grad_norm, snip) run on Gaussian images and uniformly drawn labels.
     needs_data: ClassVar[bool] = False
+    # Options that also take a list of numbers, one per stage.
+    per_stage: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, resolution: int | None = None, batch_size: int | None = None, repeat: int = 1,
                  seed: int = 0, device: str = "cpu", dtype: str = "float32", **specific):
@@ -61,23 +65,25 @@ class Proxy(ABC):
         if unknown:
             expected = ", ".join(sorted(self.options)) or "none"
             raise HwnasError(f"proxy {self.name!r} has no option {', '.join(unknown)}; its options: {expected}")
-        if repeat < 1:
-            raise HwnasError(f"repeat must be at least 1, got {repeat}")
-        if batch_size is not None and batch_size < 1:
-            raise HwnasError(f"batch size must be at least 1, got {batch_size}")
-        if resolution is not None and resolution < 1:
-            raise HwnasError(f"resolution must be at least 1, got {resolution}")
+        for label, value in (("repeat", repeat), ("batch size", batch_size), ("resolution", resolution)):
+            if (value is not None or label == "repeat") and not (_is_int(value) and value >= 1):
+                raise HwnasError(f"{label} must be an integer of at least 1, got {value!r}")
+        if not _is_int(seed):
+            raise HwnasError(f"seed must be an integer, got {seed!r}")
         if dtype not in DTYPES:
             raise HwnasError(f"unknown dtype {dtype!r}; expected one of: {', '.join(DTYPES)}")
         self.resolution = resolution
         self.batch_size = batch_size
         self.repeat = repeat
         self.seed = seed
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            raise HwnasError(f"device {device!r} is not a torch device; expected e.g. cpu or cuda") from None
         self.dtype = DTYPES[dtype]
         self.dtype_name = dtype
         for key, default in self.options.items():
-            setattr(self, key, specific.get(key, default))
+            setattr(self, key, _checked_option(self, key, default, specific.get(key, default)))
 
     # -- settings -------------------------------------------------------------
     def settings(self) -> dict:
@@ -109,7 +115,7 @@ class Proxy(ABC):
         g = self.generator()
         values, parts_list = [], []
         for _ in range(1 if self.deterministic else self.repeat):
-            value, parts = self.evaluate(space, arch, g)
+            value, parts = self._evaluate_once(space, arch, g)
             values.append(_finite(self.name, value))
             parts_list.append(parts)
         value = sum(values) / len(values)
@@ -119,12 +125,72 @@ class Proxy(ABC):
             parts["std"] = float(torch.tensor(values, dtype=torch.float64).std().item())
         return ProxyResult(value, parts)
 
+    def _evaluate_once(self, space, arch, generator: torch.Generator) -> tuple[float, dict]:
+        """``evaluate``, with the ways a valid but degenerate network (or a batch too large for memory) defeats
+        a proxy as a ProxyError."""
+        elements = self.batch_for(space) * 3 * self.resolution_for(space) ** 2
+        if not self.deterministic and elements > MAX_INPUT_ELEMENTS:
+            raise ProxyError(f"proxy {self.name!r}: a batch of {self.batch_for(space)} images of "
+                             f"{self.resolution_for(space)}x{self.resolution_for(space)} holds {elements} values; "
+                             f"expected at most {MAX_INPUT_ELEMENTS} (a smaller batch size or resolution)")
+        try:
+            return self.evaluate(space, arch, generator)
+        except RuntimeError as err:
+            if not _out_of_memory(err):
+                raise
+            raise ProxyError(f"proxy {self.name!r} ran out of memory on this network at batch size "
+                             f"{self.batch_for(space)}; expected a smaller batch size or resolution") from None
+        except OverflowError as err:
+            raise ProxyError(f"proxy {self.name!r} overflowed on this network ({err}); the candidate is "
+                             "rejected") from None
+        except ValueError as err:
+            if "Expected more than 1 value per channel" not in str(err):
+                raise
+            raise ProxyError(f"proxy {self.name!r} cannot be computed for this network at batch size "
+                             f"{self.batch_for(space)}: a feature map of 1x1 leaves batch normalisation one value "
+                             "per channel; expected a batch size of at least 2") from None
+
     @abstractmethod
     def evaluate(self, space, arch, generator: torch.Generator) -> tuple[float, dict]:
         """One independent evaluation: ``(value, parts)``."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings()})"
+
+
+def _out_of_memory(err: RuntimeError) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in str(err) or (
+        "out of memory" in str(err))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _checked_option(proxy: "Proxy", key: str, default, value):
+    """``value`` if it has the kind of the option's default (a flag, an integer, a finite number, a name; a list
+    of finite numbers for a ``per_stage`` option); else HwnasError naming what was expected. A None default
+    stands for a number."""
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "True or False"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif default is None or isinstance(default, float):
+        per_stage = key in proxy.per_stage
+        ok = (value is None and default is None) or _is_number(value) or (per_stage and isinstance(
+            value, (list, tuple)) and bool(value) and all(_is_number(v) for v in value))
+        expected = "a finite number" + (" or a list of them (one per stage)" if per_stage else "")
+    elif isinstance(default, str):
+        ok, expected = isinstance(value, str), "a name"
+    else:
+        ok, expected = True, ""
+    if not ok:
+        raise HwnasError(f"proxy {proxy.name!r} option {key}={value!r}: expected {expected}")
+    return value
 
 
 def _finite(name: str, value) -> float:

@@ -59,14 +59,16 @@ def entropy_score(structure: Structure, resolution: int, alpha=1.0, beta: float 
     depths = [s.sub_layers for s in stage_list]
     mean = sum(depths) / len(depths)
     var = sum((d - mean) ** 2 for d in depths) / len(depths)
-    q = math.exp(var)
-    return {"e_score": h_total - beta * q, "h": h_total, "q": q}
+    q = math.exp(var) if var < 709.0 else math.inf  # exp overflows float64 above ~709.78: Q is then infinite
+    penalty = beta * q if beta else 0.0
+    return {"e_score": h_total - penalty, "h": h_total, "q": q}
 
 
 @register_proxy("incorporated")
 class IncorporatedScore(Proxy):
     options = {"wz": None, "wd": None, "transform": "log", "alpha": 1.0, "beta": 10.0, "rho_max": 0.5,
                "layer_term": "paper", "bn_term": "running", "se": False}
+    per_stage = ("alpha",)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
