@@ -195,7 +195,7 @@ def _zoo(space, prof, predictor) -> tuple[pd.DataFrame, list[str]]:
         try:
             ms = float(predictor.predict_ms(m.structure))
         except HwnasError as err:
-            ms, why = float("nan"), " ".join(str(err).split())[:160]
+            ms, why = float("nan"), " ".join(str(err).split())
         else:
             why = "the profile has no figure for one of its parts (infinite latency)"
         if not math.isfinite(ms):

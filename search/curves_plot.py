@@ -65,7 +65,7 @@ def nb201(found: pd.DataFrame, front: pd.DataFrame, table: pd.DataFrame, prof, d
     bx.set_xlabel("latency budget (ms/image, predicted by the profile)", fontsize=8)
     bx.set_ylabel(f"regret (accuracy points below the best cell that fits, {dataset})", fontsize=8)
     bx.set_title("regret per budget (band: min–max over seeds; 0 = best cell found)", fontsize=9)
-    bx.legend(loc="upper right", fontsize=7)
+    bx.legend(loc="upper left", fontsize=7)
     bx.grid(alpha=0.3)
     _save(plt, fig, out, f"NAS-Bench-201 latency sweep — profile {prof.name}")
 
@@ -89,10 +89,15 @@ def structure(found: pd.DataFrame, baselines: pd.DataFrame, front_index, prof, d
             ax.annotate(str(row.name).replace("zennet_imagenet1k_", "").replace("_res224", ""),
                         (row.latency_ms, row.accuracy), fontsize=6, xytext=(3, -8), textcoords="offset points")
         ax.set_xscale("log")
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     else:
         ax.text(0.5, 0.5, "no baseline the profile can predict or this machine can measure",
                 ha="center", va="center", fontsize=8, transform=ax.transAxes, wrap=True)
-    ax.set_xlabel(f"latency (ms/image) on {device}", fontsize=7)
+    ax.set_xlabel(f"latency (ms/image, log scale)\non {device}", fontsize=7)
     ax.set_ylabel("ImageNet-1K top-1 (%, published)")
     ax.set_title("baselines on the profile's device", fontsize=9)
     ax.legend(loc="lower right", fontsize=7)
@@ -105,7 +110,7 @@ def structure(found: pd.DataFrame, baselines: pd.DataFrame, front_index, prof, d
                    label=f"found: {proxy_name(proxy)}")
     for b in sorted(found["budget_ms"].dropna().unique()):
         bx.axvline(b, color="0.5", ls=":", lw=0.8)
-    bx.set_xlabel(f"predicted latency (ms/image) on {device}", fontsize=7)
+    bx.set_xlabel(f"predicted latency (ms/image)\non {device}", fontsize=7)
     bx.set_ylabel("trained top-1 (%)" if trained else "proxy score of the found network (not an accuracy)")
     bx.set_title("found networks (dotted: budgets)", fontsize=9)
     bx.legend(loc="lower right", fontsize=7)
@@ -115,11 +120,15 @@ def structure(found: pd.DataFrame, baselines: pd.DataFrame, front_index, prof, d
         predicted = int((baselines["kind"] == "zennet").sum()) if len(baselines) else 0
         from hwnas.models import zoo as zoo_mod
 
-        rows = [(m.latency_ms_v100_fp16_b64, m.top1, n) for n, m in zoo_mod.models().items()
-                if m.latency_ms_v100_fp16_b64 and m.resolution == 224]
-        xs, ys, names = zip(*rows) if rows else ((), (), ())
-        cx.plot(xs, ys, "o-", color="tab:gray", label="ZenNet zoo (published)")
-        for x_, y_, n in zip(xs, ys, names):
+        rows = sorted((m.latency_ms_v100_fp16_b64, m.top1, n, m.use_se) for n, m in zoo_mod.models().items()
+                      if m.latency_ms_v100_fp16_b64 and m.resolution == 224)
+        for se, marker, label in ((False, "o-", "ZenNet latency* (published)"), (True, "^-", "ZenNet flops*_SE "
+                                                                                  "(published)")):
+            part = [r for r in rows if r[3] == se]
+            if part:
+                cx.plot([r[0] for r in part], [r[1] for r in part], marker, color="tab:gray" if not se else
+                        "tab:olive", label=label)
+        for x_, y_, n, _se in rows:
             cx.annotate(n.replace("zennet_imagenet1k_", "").replace("_res224", ""), (x_, y_), fontsize=6,
                         xytext=(3, -8), textcoords="offset points")
         cx.set_xlabel("published latency (ms/image, V100 FP16 batch 64, by ZenNAS)", fontsize=7)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,18 @@ def _run(args, capsys):
 
 def _table() -> pd.DataFrame:  # read here, not through the code under test
     return pd.read_csv(data_dir().parent / "nasbench201" / "accuracy.csv").set_index("arch")
+
+
+@lru_cache(maxsize=1)
+def _all_latency() -> pd.Series:
+    """Every cell's predicted latency (the predictor is tested elsewhere; this spares a second 15,625)."""
+    from hwnas.search.regret import cells
+
+    frame = cells("ort-cpu1-b1-nb201")
+    latency = frame.set_index("arch")["latency_ms"]
+    sample = latency.sample(20, random_state=0)
+    np.testing.assert_allclose(sample, _predicted(sample.index), rtol=1e-9)
+    return latency.reindex(_table().index)
 
 
 def _predicted(archs) -> np.ndarray:
@@ -113,8 +126,7 @@ def test_sweep_refuses_a_folder_that_is_not_a_sweep_or_has_other_settings(nb201_
 def test_regret_against_a_brute_force_over_all_cells():
     from hwnas.search.regret import best_accuracy_within, regret, true_front
 
-    table = _table()
-    latency = pd.Series(_predicted(table.index), index=table.index)
+    table, latency = _table(), _all_latency()
     for budget in (0.25, 0.4, 0.9, 10.0):
         fits = table.loc[latency <= budget, "cifar100"]
         assert best_accuracy_within("ort-cpu1-b1-nb201", budget, "cifar100") == pytest.approx(fits.max())
@@ -136,8 +148,7 @@ def test_curves_of_a_sweep_print_and_write_the_regret_table(nb201_sweep, tmp_pat
     regret = pd.read_csv(tmp_path / "c-regret.csv")
     assert len(regret) == 4 == len(result["regret"])
     rows = pd.read_csv(nb201_sweep / "sweep.csv")
-    table = _table()
-    latency = pd.Series(_predicted(table.index), index=table.index)
+    table, latency = _table(), _all_latency()
     for r in regret.itertuples():
         best = table.loc[latency <= r.budget_ms, "cifar10"].max()
         found = rows[(rows.proxy == r.proxy) & (rows.budget_ms == r.budget_ms)]["accuracy_cifar10"]
