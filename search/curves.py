@@ -256,13 +256,14 @@ def sweep_curves(folders: list[str | Path], out: str | Path = "curves.png", *, c
     result = {"png": str(out), "points_csv": str(points_csv), "space": space_name, "profile": prof.name,
               "device": device_describe(prof), "notes": []}
     if _nb201_space(space_name):
-        from hwnas.search.regret import accuracy, regret_table, true_front
+        from hwnas.search.regret import accuracy, cells, regret_table, true_front
 
         found["accuracy"] = [accuracy(s, dataset) for s in found["best_structure"]]
-        table = regret_table(found, str(prof.path or prof.name), dataset, space_name)
-        front = true_front(str(prof.path or prof.name), dataset, space_name)
+        ref = profile or searched_with  # as given: the key of regret's per-process cache of all cells
+        table = regret_table(found, ref, dataset, space_name)
+        front = true_front(ref, dataset, space_name)
         curves_plot.nb201(found, front, table, prof, result["device"], dataset, out,
-                          cells_frame=_all_cells(prof, space_name))
+                          cells_frame=cells(ref, space_name))
         regret_csv = Path(csv) if csv else out.with_name(out.stem + "-regret.csv")
         atomic_write(regret_csv, lambda f: table.to_csv(f, index=False), binary=False)
         points = pd.concat([front.rename(columns={"arch": "structure", dataset: "accuracy"})
@@ -291,12 +292,6 @@ def sweep_curves(folders: list[str | Path], out: str | Path = "curves.png", *, c
     atomic_write(points_csv, lambda f: points.to_csv(f, index=False), binary=False)
     result["found"] = found.to_dict("records")
     return result
-
-
-def _all_cells(prof, space_name: str) -> pd.DataFrame:
-    from hwnas.search.regret import cells
-
-    return cells(str(prof.path or prof.name), space_name)
 
 
 def device_describe(prof) -> str:
