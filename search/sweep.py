@@ -21,6 +21,7 @@ from typing import Callable
 from hwnas.errors import HwnasError
 from hwnas.search.checkpoint import CHECKPOINT, write_json
 from hwnas.search.evolution import SearchConfig, prepare, search
+from hwnas.search.results import RESULT_FILES
 from hwnas.search.runs import SUMMARY, is_run, read_json
 
 SWEEP = "sweep.json"
@@ -175,6 +176,9 @@ def sweep(spec: SweepSpec, out: str | Path, *, progress: SweepProgress | None = 
         if is_run(folder):
             continue
         resume = (folder / CHECKPOINT).is_file()
+        if not resume:  # killed before its first checkpoint: what it wrote (config.json) holds no progress
+            for name in RESULT_FILES:
+                (folder / name).unlink(missing_ok=True)
 
         def inner(i: int, _total: int, stats: dict | None = None, _base=done, _label=f"{proxy_label(p)} {b:g}ms "
                   f"s{s}") -> None:

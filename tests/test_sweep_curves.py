@@ -83,11 +83,15 @@ def test_sweep_skips_finished_and_resumes_a_killed_search(nb201_sweep, tmp_path,
     killed = copy / "params" / "0.6ms" / "seed1"
     for name in ("best.txt", "summary.json", "population.parquet", "history.parquet"):
         (killed / name).unlink()  # the checkpoint stays, as after a kill
+    early = copy / "flops" / "0.3ms" / "seed0"
+    for path in early.iterdir():  # killed before its first checkpoint: only config.json was written
+        if path.name != "config.json":
+            path.unlink()
     args = ["sweep", *NB201, "--latency-ms", "0.3,0.6", "--seeds", "0,1", "--proxy", "flops,params",
             "--out", str(copy), "--json"]
     code, out, _ = _run(args, capsys)
     result = json.loads(out)
-    assert code == 0 and (result["ran"], result["resumed"], result["skipped"]) == (1, 1, 7)
+    assert code == 0 and (result["ran"], result["resumed"], result["skipped"]) == (2, 1, 6)
     pd.testing.assert_frame_equal(pd.read_csv(copy / "sweep.csv"), before)
     code, out, _ = _run(args, capsys)
     assert (json.loads(out)["ran"], json.loads(out)["skipped"]) == (0, 8)
