@@ -11,7 +11,7 @@ import sys
 import click
 
 from hwnas import __version__
-from hwnas.cli import deploy_cmd, latency_cmd, models_cmd, proxies_cmd, search_cmd, train_cmd
+from hwnas.cli import deploy_cmd, latency_cmd, models_cmd, proxies_cmd, search_cmd, sweep_cmd, train_cmd
 from hwnas.errors import HwnasError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -29,7 +29,7 @@ def cli() -> None:
     """
 
 
-for _module in (models_cmd, proxies_cmd, latency_cmd, search_cmd, deploy_cmd, train_cmd):
+for _module in (models_cmd, proxies_cmd, latency_cmd, search_cmd, sweep_cmd, deploy_cmd, train_cmd):
     for _command in _module.commands:
         cli.add_command(_command)
 

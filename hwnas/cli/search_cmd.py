@@ -197,34 +197,4 @@ def tune_command(trials, iterations, proxies, min_population, max_population, ba
                ["field", "value"])
 
 
-@click.command("curves")
-@click.option("--space", default="imagenet224", show_default=True,
-              help="imagenet224/cifar32: the ZenNet zoo's published top-1; nb201: every cell's trained accuracy.")
-@click.option("--profile", type=NonEmpty("a shipped profile name or a profile folder"),
-              help="Latency profile (default: the space's shipped default).")
-@click.option("--x", "x_axis", type=click.Choice(["latency", "flops", "params"]), default="latency",
-              show_default=True)
-@click.option("--dataset", default="cifar10", show_default=True, help="NAS-Bench-201 accuracy column.")
-@click.option("--runs", multiple=True, type=click.Path(file_okay=False), help="Search --out folders to mark.")
-@click.option("--out", default="curves.png", show_default=True, type=OutputFile(),
-              help="PNG to write (the points go to the .csv beside it).")
-@click.option("--json", "as_json", is_flag=True, help="Print what was drawn as JSON.")
-def curves_command(space, profile, x_axis, dataset, runs, out, as_json):
-    """Draw accuracy against predicted latency (or FLOPs/params) with its Pareto front, as a PNG.
-
-    \b
-    Example:
-      hwnas curves --space imagenet224 --runs runs/demo --out curves.png
-      hwnas curves --space nb201 --x flops --dataset cifar100 --out nb201.png
-    """
-    from hwnas.search.curves import curves
-
-    result = curves(space, out, profile=profile, dataset=dataset, x=x_axis, runs=list(runs))
-    if as_json:
-        echo_json(result)
-        return
-    click.echo(f"wrote {result['png']} ({result['points']} points, {result['pareto_points']} on the Pareto front) "
-               f"and {result['csv']}")
-
-
-commands = [search_command, tune_command, curves_command]
+commands = [search_command, tune_command]
