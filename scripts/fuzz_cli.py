@@ -101,11 +101,11 @@ def commands(tmp: Path) -> list[Command]:
         Command(("models", "spaces"), (), None, ("--json",)),
         Command(("latency", "predict", "{arg}"), ("--profile",), SMALL, ("--json",)),
         Command(("latency", "validate", "--no-progress"), ("--profile", "--samples", "--seed", "--plot"), None,
-                ("--published", "--json")),
+                ("--published", "--repeatability", "--json")),
         Command(("latency", "recalibrate", "--no-progress"), ("--profile", "--networks"), None, ("--remeasure",)),
         Command(("profile-device", "--cpu", "--no-progress", "--out", out),
                 ("--gpu", "--backend", "--precision", "--batch", "--threads", "--space", "--grid", "--networks",
-                 "--seed", "--max-minutes", "--out"), None, ("--cuda-graphs", "--json")),
+                 "--seed", "--max-minutes", "--out", "--quick-from"), None, ("--cuda-graphs", "--quick", "--json")),
         Command(("profiles", "list"), (), None, ("--json",)),
         Command(("profiles", "import", "tinynas", "{arg}"),
                 ("--precision", "--batch", "--space", "--convention", "--device", "--dataset", "--out"),
@@ -131,8 +131,14 @@ def commands(tmp: Path) -> list[Command]:
                  "--workers", "--latency-batch", "--out", "--checkpoint-every", "--measure"), None,
                 ("--resume", "--json")),
         Command(("curves", "--out", str(tmp / "c.png")),
-                ("--space", "--profile", "--x", "--dataset", "--runs", "--out"),
-                None, ("--json",)),
+                ("--space", "--profile", "--x", "--dataset", "--runs", "--out", "--csv", "--max-gflops",
+                 "--cache-dir", "--trained"),
+                None, ("--json", "--no-torchvision", "--no-progress")),
+        Command(("sweep", "--space", "nb201", "--latency-ms", "0.5", "--population", "2", "--iterations", "2",
+                 "--batch-size", "2", "--no-progress", "--out", out),
+                ("--latency-ms", "--seeds", "--proxy", "--profile", "--space", "--population", "--iterations",
+                 "--batch-size", "--repeat", "--proxy-option", "--flops", "--params", "--max-layers", "--rho-max",
+                 "--initial", "--workers", "--checkpoint-every", "--measure", "--out"), None, ("--json",)),
         Command(("deploy", "{arg}", "--space", "cifar32", "--batch", "1", "--out", out),
                 ("--format", "--precision", "--batch", "--weights", "--num-classes", "--resolution", "--space",
                  "--tolerance", "--timing-cache", "--out"), SMALL, ("--dynamic-batch", "--se", "--json")),
@@ -148,9 +154,12 @@ def commands(tmp: Path) -> list[Command]:
 
 def _stubs() -> list:
     """Patches that replace each command's work (and every proxy's forward passes) with a stub."""
+    import hwnas.search.curves  # noqa: F401 (the patch targets are looked up as attributes)
+    import hwnas.search.sweep  # noqa: F401
     from hwnas.search.proxies.base import proxy_class, proxy_names
 
-    targets = ["hwnas.search.evolution.Evolution", "hwnas.search.curves.curves", "hwnas.search.proxy_bench.run_bench",
+    targets = ["hwnas.search.evolution.Evolution", "hwnas.search.curves.curves", "hwnas.search.curves.sweep_curves",
+               "hwnas.search.sweep.sweep", "hwnas.search.proxy_bench.run_bench",
                "hwnas.deploy.export", "hwnas.deploy.check", "hwnas.train.train_network",
                "hwnas.latency.profiler.profile_device", "hwnas.latency.profiler.recalibrate",
                "hwnas.latency.validate.validate", "hwnas.latency.validate.published"]

@@ -21,7 +21,6 @@ from typing import Callable
 from hwnas.errors import HwnasError
 from hwnas.search.checkpoint import CHECKPOINT, write_json
 from hwnas.search.evolution import SearchConfig, prepare, search
-from hwnas.search.results import RESULT_FILES
 from hwnas.search.runs import SUMMARY, is_run, read_json
 
 SWEEP = "sweep.json"
@@ -175,17 +174,15 @@ def sweep(spec: SweepSpec, out: str | Path, *, progress: SweepProgress | None = 
         folder = run_folder(out, p, b, s)
         if is_run(folder):
             continue
-        resume = (folder / CHECKPOINT).is_file()
-        if not resume:  # killed before its first checkpoint: what it wrote (config.json) holds no progress
-            for name in RESULT_FILES:
-                (folder / name).unlink(missing_ok=True)
+        resume = (folder / CHECKPOINT).is_file()  # killed: the search resumes it (a folder without progress
+        # starts from the start, see hwnas.search.runs.hold_for_search)
 
         def inner(i: int, _total: int, stats: dict | None = None, _base=done, _label=f"{proxy_label(p)} {b:g}ms "
                   f"s{s}") -> None:
             if progress:
                 progress(_base + i, total, {"run": _label, **(stats or {})} if stats else None)
 
-        search(_config(spec, p, b, s), folder, resume=resume, progress=inner)
+        search(_config(spec, p, b, s), folder, resume=True, progress=inner)
         ran += 1
         resumed += resume
         done += per

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from hwnas.cli.options import BATCH, REPEAT, BoundedFloat, BoundedInt, NonEmpty, OutputDir, OutputFile
 from hwnas.cli.output import echo_json, echo_table, progress_bar
 from hwnas.cli.search_cmd import _initial, _proxy_options
 from hwnas.errors import HwnasError
@@ -23,24 +24,25 @@ def _numbers(text: str, option: str, kind=float) -> tuple:
 @click.option("--seeds", default="0", show_default=True, metavar="S1,S2,...", help="Search seeds.")
 @click.option("--proxy", "proxies", default="zen", show_default=True, metavar="P1,P2,...",
               help="Proxies (names or expressions), separated by commas outside parentheses.")
-@click.option("--profile", help="Latency profile: a shipped name or a path (default: the space's shipped default).")
+@click.option("--profile", type=NonEmpty("a shipped profile name or a profile folder"),
+              help="Latency profile: a shipped name or a path (default: the space's shipped default).")
 @click.option("--space", default="imagenet224", show_default=True, help="Search space.")
-@click.option("--population", type=int, default=64, show_default=True, help="Population size N of every search.")
-@click.option("--iterations", type=int, default=2000, show_default=True, help="Iterations T of every search.")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Proxy batch size.")
-@click.option("--repeat", type=int, default=1, show_default=True, help="Proxy repeats per candidate.")
+@click.option("--population", type=BoundedInt(1, 1_000_000), default=64, show_default=True, help="Population size N of every search.")
+@click.option("--iterations", type=BoundedInt(1, 10**9), default=2000, show_default=True, help="Iterations T of every search.")
+@click.option("--batch-size", type=BATCH, default=64, show_default=True, help="Proxy batch size.")
+@click.option("--repeat", type=REPEAT, default=1, show_default=True, help="Proxy repeats per candidate.")
 @click.option("--proxy-option", "proxy_option", multiple=True, metavar="KEY=VALUE", help="Proxy option (repeatable).")
-@click.option("--flops", type=float, help="Also a FLOPs budget for every search.")
-@click.option("--params", type=float, help="Also a params budget for every search.")
-@click.option("--max-layers", type=int, help="Layer cap (default with a structure space: ZenNAS's per budget).")
-@click.option("--rho-max", type=float, help="Effectiveness bound.")
+@click.option("--flops", type=BoundedFloat(0, 1e15, min_open=True), help="Also a FLOPs budget for every search.")
+@click.option("--params", type=BoundedFloat(0, 1e12, min_open=True), help="Also a params budget for every search.")
+@click.option("--max-layers", type=BoundedInt(1, 10_000), help="Layer cap (default with a structure space: ZenNAS's per budget).")
+@click.option("--rho-max", type=BoundedFloat(0, 1e6, min_open=True), help="Effectiveness bound.")
 @click.option("--initial", help="Initial structure (text, @FILE, zoo name or run folder).")
-@click.option("--workers", type=int, default=1, show_default=True, help="Processes scoring candidates per search.")
-@click.option("--checkpoint-every", type=float, default=60.0, show_default=True,
+@click.option("--workers", type=BoundedInt(1, 1024), default=1, show_default=True, help="Processes scoring candidates per search.")
+@click.option("--checkpoint-every", type=BoundedFloat(0, 1e9, min_open=True), default=60.0, show_default=True,
               help="Seconds between a search's checkpoints.")
 @click.option("--measure", type=click.Choice(["auto"]), is_flag=False, flag_value="auto", default=None,
               help="Measure each best network end to end where this machine is the profile's device (else say so).")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
+@click.option("--out", required=True, type=OutputDir(),
               help="Sweep folder (new, or an earlier sweep's to resume or extend).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -97,16 +99,17 @@ def sweep_command(latency_ms, seeds, proxies, profile, space, population, iterat
 
 @click.command("curves")
 @click.argument("folders", nargs=-1, type=click.Path(file_okay=False))
-@click.option("--profile", help="Latency profile (default: the one the searches used; without FOLDERS, the space's).")
-@click.option("--out", default="curves.png", show_default=True, type=click.Path(dir_okay=False),
+@click.option("--profile", type=NonEmpty("a shipped profile name or a profile folder"),
+              help="Latency profile (default: the one the searches used; without FOLDERS, the space's).")
+@click.option("--out", default="curves.png", show_default=True, type=OutputFile(),
               help="PNG to write (the plotted points go to the .csv beside it).")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False),
+@click.option("--csv", "csv_path", type=OutputFile(),
               help="Also write this CSV: the regret table (nb201; default <out>-regret.csv) or the points.")
 @click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16"]), default="cifar10",
               show_default=True, help="NAS-Bench-201 accuracy column.")
-@click.option("--max-gflops", type=float, help="Leave out torchvision models above this many GFLOPs (meta _ops).")
+@click.option("--max-gflops", type=BoundedFloat(0, 1e6, min_open=True), help="Leave out torchvision models above this many GFLOPs (meta _ops).")
 @click.option("--no-torchvision", is_flag=True, help="Do not measure torchvision's models.")
-@click.option("--cache-dir", type=click.Path(file_okay=False),
+@click.option("--cache-dir", type=OutputDir(),
               help="Where measured torchvision latencies are cached (default ~/.cache/hwnas/reference-latency).")
 @click.option("--trained", multiple=True, type=click.Path(file_okay=False),
               help="hwnas train --out folders: their top-1 replaces the proxy score of the network they trained.")
