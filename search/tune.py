@@ -19,14 +19,16 @@ through an on-disk cache (``OUT/score-cache.db``) shared by every trial.
 
 from __future__ import annotations
 
+import json
 import math
 import os
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hwnas.errors import HwnasError
 from hwnas.search.tune_regret import Regret
-from hwnas.search.tune_storage import open_storage
+from hwnas.search.tune_storage import check_url, open_storage
 
 SAMPLERS = ("tpe", "nsga2", "cmaes", "random")
 OBJECTIVES = (("regret",), ("regret", "cost"))
@@ -44,7 +46,7 @@ class TuneConfig:
     profile: str | None = None
     trials: int = 50
     seeds: int = 3
-    sampler: str = "tpe"
+    sampler: str | None = None  # default: tpe for regret, nsga2 for regret,cost
     objectives: tuple[str, ...] = ("regret",)
     storage: str | None = None
     study: str = "hwnas-tune"
@@ -56,12 +58,24 @@ class TuneConfig:
     fixed: dict = field(default_factory=dict)  # parameters not tuned: name -> value
     heartbeat_s: int = 30
 
+    def identity(self) -> dict:
+        """What a resumed study must share with the study it continues (JSON types)."""
+        d = asdict(self)
+        for key in ("trials", "storage", "study", "heartbeat_s"):
+            d.pop(key)
+        d["sampler"] = self.sampler_name
+        return json.loads(json.dumps(d))
+
+    @property
+    def sampler_name(self) -> str:
+        return self.sampler or ("tpe" if len(self.objectives) == 1 else "nsga2")
+
     def check(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise HwnasError(f"unknown sampler {self.sampler!r}; expected one of: {', '.join(SAMPLERS)}")
+        if self.sampler_name not in SAMPLERS:
+            raise HwnasError(f"unknown sampler {self.sampler_name!r}; expected one of: {', '.join(SAMPLERS)}")
         if tuple(self.objectives) not in OBJECTIVES:
             raise HwnasError(f"unknown objective {','.join(self.objectives)!r}; expected 'regret' or 'regret,cost'")
-        if len(self.objectives) > 1 and self.sampler in ("tpe", "cmaes"):
+        if len(self.objectives) > 1 and self.sampler_name in ("tpe", "cmaes"):
             raise HwnasError(f"--objective regret,cost is multi-objective: it uses NSGA-II (--sampler nsga2) "
                              f"or random, not {self.sampler}")
         if not 1 <= self.trials <= 100_000 or not 1 <= self.seeds <= 100:
@@ -141,11 +155,11 @@ def _sampler(c: TuneConfig):
     import optuna
 
     # Budget violations reach TPE / NSGA-II as constraints (trial.set_constraint), never as a penalty.
-    if c.sampler == "tpe":
+    if c.sampler_name == "tpe":
         return optuna.samplers.TPESampler(seed=c.seed)
-    if c.sampler == "nsga2":
+    if c.sampler_name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=c.seed)
-    if c.sampler == "random":
+    if c.sampler_name == "random":
         return optuna.samplers.RandomSampler(seed=c.seed)
     try:
         import cmaes  # noqa: F401
@@ -160,8 +174,9 @@ def prepare(c: TuneConfig, out: Path):
     import optuna
 
     c.check()
-    regret = Regret.under(c.space, c.dataset, c.latency_ms, c.profile)
     sampler = _sampler(c)
+    if c.storage is not None:
+        check_url(c.storage)
     try:
         out.mkdir(parents=True, exist_ok=True)
         if not os.access(out, os.W_OK):
@@ -170,6 +185,7 @@ def prepare(c: TuneConfig, out: Path):
         raise HwnasError(f"--out {out}: cannot write there ({err.strerror or err}); expected a writable folder") \
             from None
     storage = open_storage(c.storage or f"sqlite:///{out.resolve() / 'tune.db'}", c.heartbeat_s)
+    regret = Regret.under(c.space, c.dataset, c.latency_ms, c.profile)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = ["minimize"] * len(c.objectives)
     try:
@@ -177,6 +193,14 @@ def prepare(c: TuneConfig, out: Path):
                                     load_if_exists=True)
     except ValueError as err:  # an existing study with other directions
         raise HwnasError(f"--study {c.study}: {err}; expected a new study name or the same --objective") from None
+    identity = c.identity()
+    known = study.user_attrs.get("tune_config")
+    if known is None:
+        study.set_user_attr("tune_config", identity)
+    elif known != identity:
+        changed = sorted(k for k in identity if known.get(k) != identity[k])
+        raise HwnasError(f"--study {c.study} was tuned with other settings ({', '.join(changed)} differ); "
+                         "expected the same settings to continue it, or a new --study")
     return regret, study
 
 
@@ -201,6 +225,9 @@ def tune(c: TuneConfig, out: str | Path) -> dict:
         trial.set_user_attr("runs", result["runs"])
         return result["regret"] if len(c.objectives) == 1 else (result["regret"], result["cost"])
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # a trial whose worker was killed: FAILED, never counted
     complete = (optuna.trial.TrialState.COMPLETE,)
     done = len(study.get_trials(deepcopy=False, states=complete))
     with score_cache.use(cache):

@@ -71,10 +71,15 @@ def write_outputs(study, config, regret, out: Path) -> dict:
     for t in study.get_trials(deepcopy=False):
         states[t.state.name] += 1
     frame = study.trials_dataframe(attrs=("number", "state", "values", "params", "user_attrs", "duration"))
+    frame = frame.rename(columns={**{f"values_{i}": n for i, n in enumerate(config.objectives)},
+                                  **{c: c[len("user_attrs_"):] for c in frame.columns if c.startswith("user_attrs_")}})
+    for column in ("runs", "search"):
+        if column in frame.columns:
+            frame[column] = [json.dumps(v) if isinstance(v, (list, dict)) else v for v in frame[column]]
     atomic_write(out / "trials.csv", lambda f: frame.to_csv(f, index=False), binary=False)
     best = best_trial(study)
     summary = {"study": study.study_name, "storage": config.storage or f"sqlite:///{(out / 'tune.db').resolve()}",
-               "sampler": config.sampler, "objectives": list(config.objectives), "space": config.space,
+               "sampler": config.sampler_name, "objectives": list(config.objectives), "space": config.space,
                "dataset": config.dataset, "latency_ms": config.latency_ms, "profile": config.profile,
                "seeds_per_trial": config.seeds, "trials": {k.lower(): v for k, v in states.items() if v},
                "reference": {"best_accuracy": regret.best_accuracy, "best_arch": regret.best_arch,

@@ -27,12 +27,16 @@ def _one_line(err: BaseException) -> str:
     return (text[0] if text else type(err).__name__)[:300]
 
 
+def _scheme(url: str) -> str:
+    return url.split(":", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
+
+
 def check_url(url: str) -> str:
-    """The scheme of a storage URL this command can use; HwnasError naming what is wrong otherwise."""
+    """The URL to open (with its driver named); HwnasError naming what is wrong with it otherwise."""
     if not isinstance(url, str) or not url.strip():
         raise HwnasError("--storage is empty; expected e.g. sqlite:///runs/tune/tune.db or "
                          "postgresql://user@host:5432/db")
-    scheme = url.split(":", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
+    scheme = _scheme(url)
     if scheme not in SCHEMES:
         raise HwnasError(f"--storage {url[:100]!r}: unsupported URL; expected sqlite:///PATH or "
                          "postgresql://USER@HOST:PORT/DB")
@@ -49,7 +53,9 @@ def check_url(url: str) -> str:
             import psycopg2  # noqa: F401
         except ImportError:
             raise HwnasError("--storage postgresql://... needs psycopg2: pip install 'hwnas[postgres]'") from None
-    return scheme
+        if url.lower().startswith("postgresql://"):  # SQLAlchemy's default driver may be another one
+            url = "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
 
 
 def open_storage(url: str, heartbeat_s: int = 30):
@@ -57,7 +63,8 @@ def open_storage(url: str, heartbeat_s: int = 30):
     import optuna
     import sqlalchemy
 
-    scheme = check_url(url)
+    url = check_url(url)
+    scheme = _scheme(url)
     engine_kwargs = {"connect_args": {"connect_timeout": 10}} if scheme == "postgresql" else {}
     try:
         engine = sqlalchemy.create_engine(url, **engine_kwargs)

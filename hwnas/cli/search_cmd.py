@@ -178,7 +178,7 @@ def _csv(text: str, cast, option: str) -> tuple:
 @click.option("--profile", help="Latency profile (default: the space's shipped default).")
 @click.option("--trials", type=int, default=50, show_default=True, help="COMPLETE trials the study should hold.")
 @click.option("--seeds", type=int, default=3, show_default=True, help="Searches per trial (seeds), mean regret.")
-@click.option("--sampler", default="tpe", show_default=True, help="tpe, nsga2, cmaes or random.")
+@click.option("--sampler", help="tpe, nsga2, cmaes or random (default: tpe; nsga2 with --objective regret,cost).")
 @click.option("--objective", default="regret", show_default=True, help="regret, or regret,cost (NSGA-II).")
 @click.option("--storage", help="Optuna storage URL (default sqlite:///OUT/tune.db); postgresql://... for many "
               "workers sharing one --study.")
