@@ -40,8 +40,8 @@ def _plots(study, out: Path, multi: bool) -> dict:
 
     names = ("regret (accuracy points)", "cost (proxy evaluations)")
     made, skipped = {}, {}
-    jobs = {"history": lambda: vis.plot_optimization_history(study, target=lambda t: t.values[0],
-                                                             target_name=names[0]),
+    first = None if not multi else (lambda t: t.values[0])  # single objective: the best-so-far line too
+    jobs = {"history": lambda: vis.plot_optimization_history(study, target=first, target_name=names[0]),
             "importances": lambda: vis.plot_param_importances(study, target=lambda t: t.values[0],
                                                               target_name=names[0])}
     if multi:
