@@ -82,9 +82,27 @@ class TuneConfig:
             raise HwnasError("--trials must be in 1..100000 and --seeds in 1..100")
         if not (isinstance(self.latency_ms, (int, float)) and math.isfinite(self.latency_ms) and self.latency_ms > 0):
             raise HwnasError(f"--latency-ms must be a positive number, got {self.latency_ms!r}")
+        from hwnas.search.tune_regret import DATASETS, GROUND_TRUTH_SPACES
+
+        if self.space not in GROUND_TRUTH_SPACES:
+            raise HwnasError(f"regret needs every architecture's trained accuracy; space {self.space!r} has none "
+                             f"(expected one of: {', '.join(GROUND_TRUTH_SPACES)})")
+        if self.dataset not in DATASETS:
+            raise HwnasError(f"no NAS-Bench-201 accuracy for {self.dataset!r}; expected one of: {', '.join(DATASETS)}")
         unknown = sorted(set(self.fixed) - set(TUNED))
         if unknown:
             raise HwnasError(f"unknown tuned parameter {', '.join(unknown)}; expected some of: {', '.join(TUNED)}")
+        for name, value in self.fixed.items():
+            ok = (value in self.proxies if name == "proxy" else
+                  isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                  and 0 <= value <= 100 if name == "hybrid_c" else
+                  isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1_000_000)
+            if not ok:
+                expected = (f"one of --proxies ({', '.join(self.proxies)})" if name == "proxy" else
+                            "a number in 0..100" if name == "hybrid_c" else "an integer in 1..1000000")
+                raise HwnasError(f"--fix {name}={value!r}: expected {expected}")
+        if not isinstance(self.study, str) or not self.study.strip() or len(self.study) > 256:
+            raise HwnasError(f"--study {self.study!r}: expected a name of 1 to 256 characters")
         from hwnas.search.proxies import proxy_names
 
         names = set(proxy_names()) | {"hybrid"}
@@ -211,6 +229,8 @@ def tune(c: TuneConfig, out: str | Path) -> dict:
     from hwnas.search import score_cache
     from hwnas.search.tune_outputs import write_outputs
 
+    if not str(out).strip():
+        raise HwnasError("--out is empty; expected a folder for the study's outputs")
     out = Path(out)
     regret, study = prepare(c, out)
     seeds = [c.seed * 1000 + i for i in range(c.seeds)]

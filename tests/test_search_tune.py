@@ -71,6 +71,11 @@ def test_tune_regret_outputs_resume_and_search_config(tmp_path, capsys):
     code, stdout, _ = _cli(["tune", *SMALL, "--trials", "4", "--out", str(out), "--json"], capsys)
     assert code == 0 and json.loads(stdout)["trials"] == {"complete": 4}
 
+    # other settings for the same study: refused in one line before any trial
+    code, _, err = _cli(["tune", *SMALL[:-2], "--seeds", "3", "--trials", "5", "--out", str(out)], capsys)
+    assert code == 2 and "seeds" in err and err.count("\n") == 1
+    assert len(pd.read_csv(out / "trials.csv")) == 4
+
     # best.json drives a plain search to the same cell as the trial's first seed
     best = json.loads((out / "best.json").read_text())
     first = json.loads(stdout)["best"]["runs"][0]
@@ -158,6 +163,18 @@ BAD = [
     (["--space", "imagenet224"], "trained accuracy"),
     (["--objective", "accuracy"], "unknown objective"),
     (["--objective", "regret,cost", "--sampler", "tpe"], "multi-objective"),
+    (["--dataset", "mnist"], "no NAS-Bench-201 accuracy"),
+    (["--trials", "0"], "--trials"),
+    (["--latency-ms", "nan"], "--latency-ms"),
+    (["--population", "8"], "LOW,HIGH"),
+    (["--batch-sizes", "x"], "--batch-sizes"),
+    (["--fix", "proxy"], "NAME=VALUE"),
+    (["--profile", "no-such-profile"], "no-such-profile"),
+    (["--out", "/proc/x"], "--out"),
+    (["--out", ""], "--out is empty"),
+    (["--study", ""], "--study"),
+    (["--fix", "population=abc"], "--fix population"),
+    (["--fix", "proxy=snip"], "--fix proxy"),
 ]
 
 
