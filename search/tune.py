@@ -255,7 +255,7 @@ def tune(c: TuneConfig, out: str | Path) -> dict:
             study.optimize(objective, n_trials=None if c.storage else c.trials - done,
                            callbacks=[optuna.study.MaxTrialsCallback(c.trials, states=complete)],
                            catch=(), gc_after_trial=False)
-    summary = write_outputs(study, c, regret, out)
-    summary["score_cache"] = {"entries": len(cache), "hits": cache.hits, "misses": cache.misses}
+    summary = write_outputs(study, c, regret, out,
+                            {"entries": len(cache), "hits": cache.hits, "misses": cache.misses})
     cache.close()
     return summary

@@ -64,7 +64,7 @@ def _plots(study, out: Path, multi: bool) -> dict:
     return {"plots": made, "plots_skipped": skipped}
 
 
-def write_outputs(study, config, regret, out: Path) -> dict:
+def write_outputs(study, config, regret, out: Path, cache_stats: dict | None = None) -> dict:
     import optuna
 
     states = {s.name: 0 for s in optuna.trial.TrialState}
@@ -84,7 +84,7 @@ def write_outputs(study, config, regret, out: Path) -> dict:
                "seeds_per_trial": config.seeds, "trials": {k.lower(): v for k, v in states.items() if v},
                "reference": {"best_accuracy": regret.best_accuracy, "best_arch": regret.best_arch,
                              "feasible_cells": regret.feasible_cells},
-               "best": None, "out": str(out)}
+               "best": None, "score_cache": cache_stats, "out": str(out)}
     if best is not None:
         options = best.user_attrs["search"]
         atomic_write(out / "best.json", lambda f: f.write(json.dumps(options, indent=2) + "\n"), binary=False)
