@@ -8,14 +8,15 @@ STAMP := $(VENV)/.hwnas-installed
 
 setup: $(STAMP)
 
-# Idempotent: re-installs only when the project metadata or the pins change. (A strict editable install,
+# The [ray] and [postgres] extras are installed so that the tests of search --ray and of a PostgreSQL tuning
+# study run (they skip, saying why, where these are missing). Idempotent: re-installs only when the project metadata or the pins change. (A strict editable install,
 # which type checkers resolve, breaks `python -m pytest` and `python` run from the repository root: the
 # root's hwnas/ folder shadows the linked package and hides hwnas.models/latency/search.)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt pip setuptools wheel
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,ray,postgres]'
 	touch $(STAMP)
 
 # A short real search: ImageNet space, 6 ms per image on the shipped CPU profile (ONNX Runtime,

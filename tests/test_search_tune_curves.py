@@ -32,18 +32,3 @@ def test_curves_png_and_pareto_front(tmp_path, capsys):
     others = points[~points["pareto"]].sample(200, random_state=0)
     for row in others.itertuples():
         assert ((front["x"] <= row.x) & (front["accuracy"] >= row.accuracy)).any()
-
-
-def test_tune_objective_is_the_real_accuracy_and_the_study_resumes(tmp_path):
-    from hwnas.search.tune import tune
-
-    storage = f"sqlite:///{tmp_path / 'tune.db'}"
-    args = dict(iterations=6, proxies=("params", "flops"), population=(4, 8), batch_sizes=(4,), storage=storage,
-                out=tmp_path / "trials")
-    first = tune(trials=2, **args)
-    assert first["trials"] == 2
-    assert first["best_accuracy"] == pytest.approx(_nb201_accuracy()[first["best_structure"]])
-    again = tune(trials=3, **args)  # the same study: one more trial
-    assert again["trials"] == 3
-    trials = pd.read_parquet(tmp_path / "trials" / "trials.parquet")
-    assert len(trials) == 3 and trials["value"].max() == pytest.approx(again["best_accuracy"])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-from hwnas.cli.options import BATCH, REPEAT, SEED, BoundedFloat, BoundedInt, NonEmpty, OutputDir, OutputFile
+from hwnas.cli.options import (BATCH, REPEAT, SEED, BoundedFloat, BoundedInt, InputFile, NonEmpty, OutputDir,
+                               OutputFile)
 from hwnas.cli.output import echo_json, echo_table, progress_bar
 from hwnas.errors import HwnasError
 
@@ -46,7 +48,29 @@ def _initial(value: str | None, space: str) -> str | None:
     return found.space.format(found.arch)
 
 
+def _load_config(ctx: click.Context, param, value: str | None):
+    """--config FILE: a JSON object of search options (e.g. hwnas tune's best.json); the command line wins."""
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_file() or path.stat().st_size > 1_000_000:
+        raise HwnasError(f"--config {value}: not a readable file under 1 MB; expected a JSON object of search options")
+    try:
+        options = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise HwnasError(f"--config {value}: not JSON ({err}); expected a JSON object of search options") from None
+    names = {p.name for p in ctx.command.params} - {"config", "resume", "out"}
+    if not isinstance(options, dict) or set(options) - names:
+        unknown = ", ".join(sorted(set(options) - names)) if isinstance(options, dict) else "not an object"
+        raise HwnasError(f"--config {value}: unknown search option(s) {unknown}; expected a JSON object with "
+                         f"keys among: {', '.join(sorted(names))}")
+    ctx.default_map = {**(ctx.default_map or {}), **{k: v for k, v in options.items() if v is not None}}
+    return value
+
+
 @click.command("search")
+@click.option("--config", type=InputFile(), is_eager=True, expose_value=False, callback=_load_config,
+              help="JSON object of these options (e.g. hwnas tune's best.json); options given here win.")
 @click.option("--latency-ms", type=BoundedFloat(0, 1e6, min_open=True),
               help="Budget: predicted per-image latency in ms (from the profile, at its batch).")
 @click.option("--flops", type=BoundedFloat(0, 1e15, min_open=True),
@@ -109,6 +133,7 @@ def search_command(latency_ms, flops, params, max_layers, rho_max, profile, spac
       search --latency-ms 8 --space imagenet224 --iterations 2000 --population 64 --out runs/cpu8ms
       search --space cifar32 --params 1e6 --max-layers 18 --iterations 300 --out runs/c1m --json
       search --resume --out runs/cpu8ms --latency-ms 8 --iterations 2000 --population 64
+      search --config runs/tune/best.json --seed 7 --out runs/tuned
     """
     from hwnas.search.budgets import Budgets
     from hwnas.search.evolution import SearchConfig, search
@@ -154,47 +179,80 @@ def search_command(latency_ms, flops, params, max_layers, rho_max, profile, spac
         click.echo(not_measured)
 
 
-@click.command("tune")
-@click.option("--trials", type=int, default=20, show_default=True, help="Optuna trials (each a full search).")
-@click.option("--iterations", type=int, default=200, show_default=True, help="Search iterations per trial.")
-@click.option("--proxies", default="zen,naswot,synflow", show_default=True, help="Proxies a trial may choose.")
-@click.option("--min-population", type=int, default=8, show_default=True)
-@click.option("--max-population", type=int, default=128, show_default=True)
-@click.option("--batch-sizes", default="8,16,32,64", show_default=True, help="Proxy batch sizes a trial may choose.")
-@click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet16"]), default="cifar10",
-              show_default=True, help="Whose NAS-Bench-201 accuracy is the objective.")
-@click.option("--params", type=float, help="Params budget of every trial's search.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--storage", help="Optuna storage URL (e.g. sqlite:///tune.db); resumes a study of the same name.")
-@click.option("--study-name", default="hwnas-tune", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), help="Keep every trial's search and trials.parquet here.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def tune_command(trials, iterations, proxies, min_population, max_population, batch_sizes, dataset, params, seed,
-                 storage, study_name, out, as_json):
-    """Tune the search's hyperparameters with Optuna on NAS-Bench-201's real accuracies.
+def _csv(text: str, cast, option: str) -> tuple:
+    try:
+        return tuple(cast(v.strip()) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise HwnasError(f"{option} {text!r}: expected values separated by commas") from None
 
-    Each trial runs a whole search on the nb201 space with a proxy, population
-    size and proxy batch size proposed by Optuna's TPE sampler; its value is the
-    trained accuracy of the cell the search returns.
+
+@click.command("tune")
+@click.option("--latency-ms", type=float, required=True, help="Latency budget of every search (predicted, profile).")
+@click.option("--space", default="nb201", show_default=True, help="A space with every cell's trained accuracy.")
+@click.option("--dataset", default="cifar10", show_default=True, help="cifar10, cifar100 or imagenet16.")
+@click.option("--profile", help="Latency profile (default: the space's shipped default).")
+@click.option("--trials", type=int, default=50, show_default=True, help="COMPLETE trials the study should hold.")
+@click.option("--seeds", type=int, default=3, show_default=True, help="Searches per trial (seeds), mean regret.")
+@click.option("--sampler", help="tpe, nsga2, cmaes or random (default: tpe; nsga2 with --objective regret,cost).")
+@click.option("--objective", default="regret", show_default=True, help="regret, or regret,cost (NSGA-II).")
+@click.option("--storage", help="Optuna storage URL (default sqlite:///OUT/tune.db); postgresql://... for many "
+              "workers sharing one --study.")
+@click.option("--study", default="hwnas-tune", show_default=True, help="Study name in the storage.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampler seed; search seeds 1000*seed+i.")
+@click.option("--proxies", default="zen,naswot,synflow,hybrid", show_default=True,
+              help="Proxies a trial may choose (hybrid: zen+c*log(flops), c tuned).")
+@click.option("--population", "population_range", default="4,64", show_default=True, help="LOW,HIGH.")
+@click.option("--iterations", "iterations_range", default="20,200", show_default=True, help="LOW,HIGH.")
+@click.option("--batch-sizes", default="4,8,16", show_default=True, help="Proxy batch sizes a trial may choose.")
+@click.option("--fix", multiple=True, metavar="NAME=VALUE", help="Do not tune NAME (proxy, hybrid_c, population, "
+              "iterations, batch_size): use VALUE (repeatable).")
+@click.option("--out", default="runs/tune", show_default=True, type=click.Path(file_okay=False),
+              help="best.json, trials.csv, summary.json, PNGs, every trial's searches.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def tune_command(latency_ms, space, dataset, profile, trials, seeds, sampler, objective, storage, study, seed, proxies,
+                 population_range, iterations_range, batch_sizes, fix, out, as_json):
+    """Tune the search's hyperparameters with Optuna against real regret under a latency budget.
+
+    Each trial runs --seeds complete searches with the proposed proxy, population,
+    iterations and batch size; its value is the mean regret: accuracy of the best
+    NAS-Bench-201 cell the profile predicts within the budget minus the trained
+    accuracy of the cell each search returns. Re-running continues the study.
 
     \b
     Example:
-      hwnas tune --trials 20 --iterations 200 --storage sqlite:///tune.db --out runs/tune
+      hwnas tune --latency-ms 1 --profile ort-cpu1-b1-nb201 --trials 50 --out runs/tune1ms
+      hwnas tune --latency-ms 1 --trials 30 --objective regret,cost --sampler nsga2 --out runs/tune-mo
+      search --config runs/tune1ms/best.json --seed 7 --out runs/tuned
     """
-    from hwnas.search.tune import tune
+    from hwnas.search.tune import TuneConfig, tune
 
-    try:
-        sizes = tuple(int(b) for b in batch_sizes.split(","))
-    except ValueError:
-        raise HwnasError(f"--batch-sizes {batch_sizes!r}: expected integers separated by commas") from None
-    result = tune(trials=trials, iterations=iterations, proxies=tuple(p.strip() for p in proxies.split(",")),
-                  population=(min_population, max_population), batch_sizes=sizes, dataset=dataset, params=params,
-                  seed=seed, storage=storage, study_name=study_name, out=out)
+    fixed = {}
+    for item in fix:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise HwnasError(f"--fix {item!r}: expected NAME=VALUE")
+        try:
+            fixed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            fixed[key] = value
+    pop, its = _csv(population_range, int, "--population"), _csv(iterations_range, int, "--iterations")
+    if len(pop) != 2 or len(its) != 2:
+        raise HwnasError("--population and --iterations take LOW,HIGH")
+    config = TuneConfig(latency_ms=latency_ms, space=space, dataset=dataset, profile=profile, trials=trials,
+                        seeds=seeds, sampler=sampler, objectives=_csv(objective, str, "--objective"), storage=storage,
+                        study=study, seed=seed, proxies=_csv(proxies, str, "--proxies"), population=pop,
+                        iterations=its, batch_sizes=_csv(batch_sizes, int, "--batch-sizes"), fixed=fixed)
+    result = tune(config, out)
     if as_json:
         echo_json(result)
         return
-    echo_table([{"field": k, "value": v if not isinstance(v, dict) else json.dumps(v)} for k, v in result.items()],
-               ["field", "value"])
+    best = result["best"]
+    click.echo(f"trials: {result['trials']}; best feasible cell under {latency_ms:g} ms: "
+               f"{result['reference']['best_accuracy']:.2f}% ({dataset})")
+    if best:
+        click.echo(f"best trial {best['trial']}: mean regret {best['regret']:.3f} points; "
+                   f"{json.dumps(best['search'])}")
+    click.echo(f"results in {out} (best.json, trials.csv, summary.json, PNGs)")
 
 
 commands = [search_command, tune_command]

@@ -111,7 +111,32 @@ class Proxy(ABC):
 
     # -- scoring --------------------------------------------------------------
     def score(self, space, arch) -> ProxyResult:
-        """The mean of ``repeat`` independent evaluations; raises ProxyError unless finite."""
+        """The mean of ``repeat`` independent evaluations; raises ProxyError unless finite.
+
+        Inside ``hwnas.search.score_cache.use(cache)`` a score (or the reason it failed) is computed once
+        per settings and architecture and then read from the cache.
+        """
+        from hwnas.search import score_cache
+
+        cache = score_cache.active()
+        if cache is None:
+            return self._score(space, arch)
+        key = cache.key(self.settings(), space.name, space.format(arch))
+        hit = cache.get(key)
+        if hit is not None:
+            value, parts, error = hit
+            if error is not None:
+                raise ProxyError(error)
+            return ProxyResult(value, parts)
+        try:
+            result = self._score(space, arch)
+        except ProxyError as err:
+            cache.put(key, None, {}, str(err))
+            raise
+        cache.put(key, result.value, result.parts, None)
+        return result
+
+    def _score(self, space, arch) -> ProxyResult:
         g = self.generator()
         values, parts_list = [], []
         for _ in range(1 if self.deterministic else self.repeat):
