@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hwnas.search import score_cache
 from hwnas.search.tune import TuneConfig, run_searches
-from hwnas.search.tune_regret import Regret
+from hwnas.search.regret import Regret
 
 
 def main() -> None:

@@ -14,14 +14,17 @@ negative for a cell that meets B). ``hwnas curves`` and ``hwnas tune`` share it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
-from hwnas.errors import HwnasError
+from hwnas.errors import BudgetError, HwnasError
 
 DATASETS = ("cifar10", "cifar100", "imagenet16")
+# Spaces with a trained accuracy for every architecture.
+GROUND_TRUTH_SPACES = ("nb201", "nb201-cifar100", "nb201-imagenet16")
 
 
 def pareto_front(df: pd.DataFrame, x: str = "x", y: str = "accuracy") -> pd.DataFrame:
@@ -48,8 +51,9 @@ def _cells(profile: str | None, space: str) -> pd.DataFrame:
     from hwnas.models.spaces.base import get_space
     from hwnas.models.spaces.nb201 import accuracy_table
 
-    if not space.startswith("nb201"):
-        raise HwnasError(f"regret needs a space with real accuracies (nb201), not {space!r}")
+    if space not in GROUND_TRUTH_SPACES:
+        raise HwnasError(f"regret needs every architecture's trained accuracy; space {space!r} has none "
+                         f"(expected one of: {', '.join(GROUND_TRUTH_SPACES)})")
     sp = get_space(space)
     table = accuracy_table()
     frame = table[["arch", *[d for d in DATASETS if d in table.columns]]].copy()
@@ -107,3 +111,46 @@ def regret_table(found: pd.DataFrame, profile: str | None = None, dataset: str =
                      "regret_min": float(reg.min()), "regret_max": float(reg.max()), "seeds": int(len(reg))})
     return pd.DataFrame(rows, columns=["proxy", "budget_ms", "best_possible", "found_mean", "regret_mean",
                                        "regret_std", "regret_min", "regret_max", "seeds"])
+
+
+@dataclass(frozen=True)
+class Regret:
+    """The reference of one (space, profile, data set, budget) for tuning: the best accuracy any cell meeting the
+    budget reaches, and :meth:`of` a returned cell."""
+
+    space: str
+    dataset: str
+    latency_ms: float
+    profile: str | None
+    best_accuracy: float
+    best_arch: str
+    feasible_cells: int
+
+    @classmethod
+    def under(cls, space: str, dataset: str, latency_ms: float, profile: str | None = None) -> "Regret":
+        """Raises BudgetError when no cell meets the budget, HwnasError on an unknown data set or space."""
+        table = _cells(None if profile is None else str(profile), space)
+        if _dataset(dataset) not in table.columns:
+            raise HwnasError(f"no NAS-Bench-201 accuracy for {dataset!r} in space {space}")
+        feasible = table[table["latency_ms"] <= latency_ms]
+        if feasible.empty:
+            raise BudgetError(f"no NAS-Bench-201 cell meets --latency-ms {latency_ms:g} on profile "
+                              f"{profile or 'default'}: the fastest is predicted at "
+                              f"{table['latency_ms'].min():.4g} ms; expected a budget at least that")
+        best = feasible.loc[feasible[dataset].idxmax()]
+        return cls(space, dataset, float(latency_ms), profile, float(best[dataset]), str(best["arch"]),
+                   int(len(feasible)))
+
+    def _row(self, arch: str, column: str) -> float:
+        return float(_cells(None if self.profile is None else str(self.profile), self.space)
+                     .set_index("arch").at[arch, column])
+
+    def accuracy(self, arch: str) -> float:
+        return self._row(arch, self.dataset)
+
+    def latency(self, arch: str) -> float:
+        return self._row(arch, "latency_ms")
+
+    def of(self, arch: str) -> float:
+        """Regret of returning ``arch`` (accuracy points; 0 = the best feasible cell)."""
+        return self.best_accuracy - self.accuracy(arch)

@@ -3,7 +3,7 @@
 A trial proposes hyperparameters (proxy and its parameters, population size,
 iterations, proxy batch size), runs complete searches with them (the same
 engine as ``search``) over ``seeds`` fixed search seeds and scores the mean
-regret (``hwnas.search.tune_regret``): accuracy of the best NAS-Bench-201 cell
+regret (``hwnas.search.regret``): accuracy of the best NAS-Bench-201 cell
 whose predicted latency meets the budget minus the trained accuracy of the
 cell each search returned. ``objectives=("regret", "cost")`` adds the search
 cost in proxy evaluations and uses NSGA-II. A returned cell over the budget
@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hwnas.errors import HwnasError
-from hwnas.search.tune_regret import Regret
+from hwnas.search.regret import Regret
 from hwnas.search.tune_storage import check_url, open_storage
 
 SAMPLERS = ("tpe", "nsga2", "cmaes", "random")
@@ -82,7 +82,7 @@ class TuneConfig:
             raise HwnasError("--trials must be in 1..100000 and --seeds in 1..100")
         if not (isinstance(self.latency_ms, (int, float)) and math.isfinite(self.latency_ms) and self.latency_ms > 0):
             raise HwnasError(f"--latency-ms must be a positive number, got {self.latency_ms!r}")
-        from hwnas.search.tune_regret import DATASETS, GROUND_TRUTH_SPACES
+        from hwnas.search.regret import DATASETS, GROUND_TRUTH_SPACES
 
         if self.space not in GROUND_TRUTH_SPACES:
             raise HwnasError(f"regret needs every architecture's trained accuracy; space {self.space!r} has none "

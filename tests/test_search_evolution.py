@@ -263,3 +263,27 @@ def test_worker_processes_end_when_the_search_is_killed(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_a_budget_only_cells_faster_than_the_smallest_meet_is_searched_from_the_fastest():
+    from hwnas.errors import BudgetError
+    from hwnas.latency.predictor import Predictor
+    from hwnas.latency.profile import Profile
+    from hwnas.search.evolution import prepare
+
+    space = get_space("nb201")
+    predictor = Predictor(Profile.load("ort-cpu1-b1-nb201"))
+    cells = list(space.all_archs())
+    latency = list(predictor.predict_many(cells))
+    fastest = min(latency)
+    smallest = predictor.predict_ms(space.smallest())
+    if not fastest < smallest:
+        pytest.skip("on this profile the smallest cell is also the fastest")
+    budget = (fastest + smallest) / 2
+    config = SearchConfig(space="nb201", proxy="zen", batch_size=2, population=4, iterations=2, seed=0,
+                          profile="ort-cpu1-b1-nb201", budgets=Budgets(latency_ms=budget))
+    prepared = prepare(config)
+    assert prepared.config.initial == space.format(cells[latency.index(fastest)])
+    with pytest.raises(BudgetError, match="even its smallest"):
+        prepare(SearchConfig(space="nb201", proxy="zen", batch_size=2, population=4, iterations=2, seed=0,
+                             profile="ort-cpu1-b1-nb201", budgets=Budgets(latency_ms=fastest * 0.99)))
