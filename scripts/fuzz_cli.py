@@ -61,7 +61,7 @@ def bad_files(folder: Path) -> dict[str, str]:
     (folder / "scores.csv").write_text("index,accuracy,flops,zen\n" + "\n".join(rows) + "\n")
     return {"fifo": str(fifo), "binary": str(folder / "binary"), "empty": str(folder / "empty"),
             "stem4": str(folder / "stem4.txt"), "dir": str(folder / "dir"), "scores": str(folder / "scores.csv"),
-            "text_csv": str(folder / "text.csv")}
+            "text_csv": str(folder / "text.csv"), "missing": str(folder / "nonexistent" / "dir" / "x")}
 
 
 def bad_values(files: dict[str, str]) -> list[str]:
@@ -69,7 +69,7 @@ def bad_values(files: dict[str, str]) -> list[str]:
     return ["", " ", "-1", "0", "1", "2.5", "-0", "nan", "NaN", "inf", "-inf", "1e308", "-1e308", "1e-320",
             "99999999999999999999999", "-99999999999999999999999", "4097", "65537", "2147483648", "0x10",
             "\uff13", "\u0668", "\u0663\u0662", "abc", "--json", "-", "@", "@/dev/zero", "/dev/zero", "/dev/null",
-            "/proc/x", "/sys/x/y", "/", "/nonexistent/dir/x", files["text_csv"], files["fifo"], "@" + files["fifo"],
+            "/proc/x", "/sys/x/y", "/", files["missing"], files["text_csv"], files["fifo"], "@" + files["fifo"],
             files["binary"],
             "@" + files["binary"], files["empty"], files["dir"], files["stem4"], "A" * 10_000, "a/" * 3000,
             "cuda", "cuda:7", "cuda:-1", "foo", "cpu:0", "mps", "meta", "alpha=abc", "alpha=nan", "alpha=1e999",

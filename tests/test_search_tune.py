@@ -134,8 +134,9 @@ def test_a_killed_trial_is_marked_failed_and_not_counted(tmp_path):
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not list((out / "trials").glob("*/seed-0/config.json")):
             assert worker.poll() is None, worker.stderr.read()[-2000:]
-            time.sleep(0.5)
-        time.sleep(0.5)  # the trial's search is running: kill the worker without any chance to clean up
+            time.sleep(0.02)
+        # the trial's search has started (it writes config.json first): kill the worker without any chance to
+        # clean up (at once: a search of this cheap proxy may end within a second)
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait()
@@ -152,7 +153,7 @@ def test_a_killed_trial_is_marked_failed_and_not_counted(tmp_path):
 
 BAD = [
     (["--storage", "postgresql://nobody@127.0.0.1:1/x"], "--storage"),
-    (["--storage", "sqlite:////nonexistent/dir/x.db"], "does not exist"),
+    (["--storage", "sqlite:///{tmp}/missing/dir/x.db"], "does not exist"),
     (["--storage", "garbage://x"], "unsupported URL"),
     (["--storage", ""], "empty"),
     (["--storage", "sqlite:///"], "in-memory"),
@@ -183,6 +184,7 @@ def test_bad_input_is_one_line_exit_2_before_any_trial(tmp_path, capsys, extra, 
     if "postgresql" in " ".join(extra):
         pytest.importorskip("psycopg2", reason="psycopg2 is not installed (pip install 'hwnas[postgres]')")
     out = tmp_path / "o"
+    extra = [e.replace("{tmp}", str(tmp_path)) for e in extra]
     code, _, err = _cli(["tune", "--latency-ms", "1", "--trials", "1", "--out", str(out), *extra], capsys)
     assert code == 2, err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
