@@ -9,9 +9,10 @@ STAMP := $(VENV)/.hwnas-installed
 setup: $(STAMP)
 
 # The [ray] and [postgres] extras are installed so that the tests of search --ray and of a PostgreSQL tuning
-# study run (they skip, saying why, where these are missing). Idempotent: re-installs only when the project metadata or the pins change. (A strict editable install,
-# which type checkers resolve, breaks `python -m pytest` and `python` run from the repository root: the
-# root's hwnas/ folder shadows the linked package and hides hwnas.models/latency/search.)
+# study run (they skip, saying why, where these are missing). Idempotent: re-installs only when the project
+# metadata or the pins change. (A strict editable install, which type checkers resolve, breaks `python -m
+# pytest` and `python` run from the repository root: the root's hwnas/ folder shadows the linked package and
+# hides hwnas.models/latency/search.)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt pip setuptools wheel
