@@ -23,18 +23,23 @@ def _shown(text: str) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
+def _stat(text: str, what: str, kind: str) -> os.stat_result:
+    """``os.stat`` of a path argument, every failure as one HwnasError naming the expected ``kind``."""
+    if not text or "\0" in text:
+        raise HwnasError(f"{what} {_shown(text)!r} is empty or holds a NUL; expected a {kind} path")
+    try:
+        return os.stat(text)
+    except FileNotFoundError:
+        raise HwnasError(f"{what} {_shown(text)} does not exist; expected an existing {kind}") from None
+    except OSError as err:
+        raise HwnasError(f"{what} {_shown(text)}: {err.strerror or err}; expected an existing {kind}") from None
+
+
 def check_input_file(path: str | os.PathLike, what: str = "file", max_bytes: int = MAX_DATA_FILE_BYTES) -> Path:
     """``path`` as a regular file of at most ``max_bytes``: never a FIFO, a device or a folder (which would
     hang or read without end); else HwnasError."""
     text = os.fspath(path)
-    if not text or "\0" in text:
-        raise HwnasError(f"{what} {_shown(text)!r} is empty or holds a NUL; expected a file path")
-    try:
-        info = os.stat(text)
-    except FileNotFoundError:
-        raise HwnasError(f"{what} {_shown(text)} does not exist; expected an existing file") from None
-    except OSError as err:
-        raise HwnasError(f"{what} {_shown(text)}: {err.strerror or err}; expected an existing file") from None
+    info = _stat(text, what, "file")
     if not stat.S_ISREG(info.st_mode):
         raise HwnasError(f"{what} {_shown(text)} is not a regular file; expected a file")
     if info.st_size > max_bytes:
@@ -45,14 +50,7 @@ def check_input_file(path: str | os.PathLike, what: str = "file", max_bytes: int
 def check_input_dir(path: str | os.PathLike, what: str = "folder") -> Path:
     """``path`` as an existing folder; else HwnasError (also for a name too long to look up)."""
     text = os.fspath(path)
-    if not text or "\0" in text:
-        raise HwnasError(f"{what} {_shown(text)!r} is empty or holds a NUL; expected a folder path")
-    try:
-        info = os.stat(text)
-    except FileNotFoundError:
-        raise HwnasError(f"{what} {_shown(text)} does not exist; expected an existing folder") from None
-    except OSError as err:
-        raise HwnasError(f"{what} {_shown(text)}: {err.strerror or err}; expected an existing folder") from None
+    info = _stat(text, what, "folder")
     if not stat.S_ISDIR(info.st_mode):
         raise HwnasError(f"{what} {_shown(text)} is not a folder; expected an existing folder")
     return Path(text)
