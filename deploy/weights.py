@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from hwnas.errors import DeployError
+from hwnas.errors import DeployError, one_line
 
 
 def sha256(path: Path) -> str:
@@ -28,7 +28,7 @@ def load_weights(module, path: Path, *, num_classes: int, resolution: int) -> st
         if "weights_only" in str(err):  # a pickle with more than tensors (trainer objects, namespaces)
             raise DeployError(f"weights file {path} holds Python objects besides tensors, which are not loaded "
                               "for safety; save model.state_dict() alone with torch.save") from None
-        reason = " ".join(str(err).split())[:200]
+        reason = one_line(err, 200)
         raise DeployError(f"cannot read weights file {path}: {type(err).__name__}: {reason}") from None
     if isinstance(ckpt, dict):
         for key, value in (("num_classes", num_classes), ("resolution", resolution)):

@@ -5,6 +5,13 @@ with status 2. Messages say what was wrong and what was expected.
 """
 
 
+def one_line(text: object, limit: int | None = None) -> str:
+    """``text`` on one line (every run of whitespace, newlines included, one space), cut to ``limit`` characters
+    where given: how an error's reason is quoted inside another message."""
+    folded = " ".join(str(text).split())
+    return folded if limit is None else folded[:limit]
+
+
 class HwnasError(Exception):
     """Bad input or an unmet precondition; the message is meant for the user."""
 

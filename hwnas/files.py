@@ -18,7 +18,7 @@ from hwnas.errors import HwnasError
 MAX_DATA_FILE_BYTES = 16 << 30
 
 
-def _shown(text: str) -> str:
+def shown_path(text: str) -> str:
     """A path as an error message shows it: an over-long one is cut."""
     return text if len(text) <= 200 else text[:200] + "..."
 
@@ -26,13 +26,13 @@ def _shown(text: str) -> str:
 def _stat(text: str, what: str, kind: str) -> os.stat_result:
     """``os.stat`` of a path argument, every failure as one HwnasError naming the expected ``kind``."""
     if not text or "\0" in text:
-        raise HwnasError(f"{what} {_shown(text)!r} is empty or holds a NUL; expected a {kind} path")
+        raise HwnasError(f"{what} {shown_path(text)!r} is empty or holds a NUL; expected a {kind} path")
     try:
         return os.stat(text)
     except FileNotFoundError:
-        raise HwnasError(f"{what} {_shown(text)} does not exist; expected an existing {kind}") from None
+        raise HwnasError(f"{what} {shown_path(text)} does not exist; expected an existing {kind}") from None
     except OSError as err:
-        raise HwnasError(f"{what} {_shown(text)}: {err.strerror or err}; expected an existing {kind}") from None
+        raise HwnasError(f"{what} {shown_path(text)}: {err.strerror or err}; expected an existing {kind}") from None
 
 
 def check_input_file(path: str | os.PathLike, what: str = "file", max_bytes: int = MAX_DATA_FILE_BYTES) -> Path:
@@ -41,9 +41,9 @@ def check_input_file(path: str | os.PathLike, what: str = "file", max_bytes: int
     text = os.fspath(path)
     info = _stat(text, what, "file")
     if not stat.S_ISREG(info.st_mode):
-        raise HwnasError(f"{what} {_shown(text)} is not a regular file; expected a file")
+        raise HwnasError(f"{what} {shown_path(text)} is not a regular file; expected a file")
     if info.st_size > max_bytes:
-        raise HwnasError(f"{what} {_shown(text)} holds {info.st_size} bytes; expected at most {max_bytes}")
+        raise HwnasError(f"{what} {shown_path(text)} holds {info.st_size} bytes; expected at most {max_bytes}")
     return Path(text)
 
 
@@ -52,7 +52,7 @@ def check_input_dir(path: str | os.PathLike, what: str = "folder") -> Path:
     text = os.fspath(path)
     info = _stat(text, what, "folder")
     if not stat.S_ISDIR(info.st_mode):
-        raise HwnasError(f"{what} {_shown(text)} is not a folder; expected an existing folder")
+        raise HwnasError(f"{what} {shown_path(text)} is not a folder; expected an existing folder")
     return Path(text)
 
 
@@ -63,19 +63,19 @@ def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Pa
     """
     text = os.fspath(path)
     if not text.strip() or "\0" in text:
-        raise HwnasError(f"{what} {_shown(text)!r} is empty or holds a NUL; expected a folder path")
+        raise HwnasError(f"{what} {shown_path(text)!r} is empty or holds a NUL; expected a folder path")
     target = Path(text)
     existing = target
     try:
         while not existing.exists():
             if existing.is_symlink():
-                raise HwnasError(f"{what} {_shown(text)}: {existing} is a broken symbolic link; expected a folder")
+                raise HwnasError(f"{what} {shown_path(text)}: {existing} is a broken symbolic link; expected a folder")
             existing = existing.parent
         if not existing.is_dir():
             where = "is" if existing == target else f"lies under {existing}, which is"
-            raise HwnasError(f"{what} {_shown(text)} {where} not a folder; expected a folder path")
+            raise HwnasError(f"{what} {shown_path(text)} {where} not a folder; expected a folder path")
         os.rmdir(tempfile.mkdtemp(prefix=".hwnas-probe-", dir=existing))
     except OSError as err:
-        raise HwnasError(f"{what} {_shown(text)} cannot be created or written ({err.strerror or err}); expected a "
+        raise HwnasError(f"{what} {shown_path(text)} cannot be created or written ({err.strerror or err}); expected a "
                          "writable folder path") from None
     return target

@@ -34,6 +34,7 @@ import pandas as pd
 
 from hwnas.atomic import atomic_write_bytes
 from hwnas.errors import ProfileError
+from hwnas.files import shown_path
 from hwnas.latency import device as device_mod
 
 SCHEMA_VERSION = 1
@@ -260,7 +261,7 @@ class Profile:
                 path = shipped
             else:
                 names = ", ".join(p["name"] for p in list_profiles()) or "none"
-                shown = text if len(text) <= 200 else text[:200] + "..."
+                shown = shown_path(text)
                 raise ProfileError(f"no profile {shown!r}: not a folder with metadata.json, nor a shipped profile "
                                    f"(shipped: {names})")
         try:

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from hwnas.atomic import atomic_write
+from hwnas.errors import one_line
 from hwnas.latency.profile import Profile
 from hwnas.latency.timing import CHUNK, measure_interleaved, network_ms
 
@@ -82,7 +83,7 @@ def measure(profile: Profile, rows: list[dict], cache_dir: str | Path | None = N
                 try:
                     found.append((row, measure_interleaved(backend, [row], timer)[0]))
                 except Exception as err:  # noqa: BLE001 - any runtime's failure is noted the same way
-                    cache[_key(row, backend)] = {"error": " ".join(f"{type(err).__name__}: {err}".split())[:200]}
+                    cache[_key(row, backend)] = {"error": one_line(f"{type(err).__name__}: {err}", 200)}
         for row, m in found:
             cache[_key(row, backend)] = {"measured_ms": network_ms(m) / profile.batch}
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -38,8 +38,9 @@ QUICK_NETWORKS = 60
 RIDGE = 1.0
 
 
-def _part(row) -> Part:
-    return Part(**{c: getattr(row, c) for c in PART_COLUMNS})
+def _keys(table: pd.DataFrame) -> list[tuple]:
+    """The part columns of every row, in :data:`PART_COLUMNS` order (``Part(*key)`` is the row's part)."""
+    return list(table[PART_COLUMNS].itertuples(index=False, name=None))
 
 
 def _position(part: Part) -> tuple:
@@ -50,7 +51,7 @@ def _position(part: Part) -> tuple:
 def stratified_parts(table: pd.DataFrame, k: int, seed: int = 0) -> list[Part]:
     """About ``k`` parts of ``table`` (at least one per position), each position's picks spread evenly over
     its parts ranked by MACs."""
-    parts = [_part(r) for r in table[PART_COLUMNS].itertuples(index=False)]
+    parts = [Part(*row) for row in _keys(table)]
     by_position: dict[tuple, list[Part]] = {}
     for p in parts:
         by_position.setdefault(_position(p), []).append(p)
@@ -119,16 +120,15 @@ def transfer_table(source: pd.DataFrame, measured: pd.DataFrame, block: int) -> 
     """The source's table in this machine's times: ``measured`` parts as measured, every other part the source's
     time × the fitted :class:`Transfer` ratio (``repeats`` 0: not timed here). Returns the table and the fit's
     summary."""
-    key = lambda df: list(df[PART_COLUMNS].itertuples(index=False, name=None))  # noqa: E731
-    src = dict(zip(key(source), source.median_ms.astype(float)))
-    pairs = [(k, m) for k, m in zip(key(measured), measured.median_ms.astype(float)) if k in src]
+    src = dict(zip(_keys(source), source.median_ms.astype(float)))
+    pairs = [(k, m) for k, m in zip(_keys(measured), measured.median_ms.astype(float)) if k in src]
     if not pairs:
         raise ProfileError("none of the parts timed here are in the source profile's table")
     transfer = Transfer(block)
     fit = transfer.fit([Part(*k) for k, _ in pairs], np.array([src[k] for k, _ in pairs]),
                        np.array([m for _, m in pairs]))
     out = source[PART_COLUMNS].copy()
-    ratio = transfer.ratio([Part(*k) for k in key(source)])
+    ratio = transfer.ratio([Part(*k) for k in _keys(source)])
     for column in ("median_ms", "p10_ms", "p90_ms"):
         out[column] = source[column].astype(float).to_numpy() * ratio
     out["repeats"] = 0

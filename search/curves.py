@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from hwnas.atomic import atomic_write
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, one_line
 from hwnas.search.regret import pareto_front
 from hwnas.search.runs import read_json
 
@@ -195,7 +195,7 @@ def _zoo(space, prof, predictor) -> tuple[pd.DataFrame, list[str]]:
         try:
             ms = float(predictor.predict_ms(m.structure))
         except HwnasError as err:
-            ms, why = float("nan"), " ".join(str(err).split())
+            ms, why = float("nan"), one_line(err)
         else:
             why = "the profile has no figure for one of its parts (infinite latency)"
         if not math.isfinite(ms):
@@ -218,7 +218,7 @@ def _torchvision(prof, max_gflops, cache_dir, on_progress) -> tuple[pd.DataFrame
         prof.check(host=True)
     except ProfileError as err:
         return pd.DataFrame(), [f"torchvision models left out: they can only be measured on the profile's device; "
-                                f"{' '.join(str(err).split())}"]
+                                f"{one_line(err)}"]
     rows = reference_models.measure(prof, reference_models.catalog(max_gflops), cache_dir, on_progress)
     notes = [f"torchvision {r['name']} left out: {r['error']}" for r in rows if "error" in r]
     frame = pd.DataFrame([{"kind": "torchvision", "name": r["name"], "latency_ms": r["measured_ms"],

@@ -37,7 +37,7 @@ import pandas as pd
 from scipy import optimize, stats
 
 from hwnas.atomic import atomic_write
-from hwnas.errors import HwnasError, ProxyError
+from hwnas.errors import HwnasError, ProxyError, one_line
 from hwnas.models.spaces.base import get_space
 from hwnas.search.proxies import get_proxy
 from hwnas.search.proxies.hybrid import evaluate_expression, parse_expression, referenced_names
@@ -261,7 +261,7 @@ def read_scores(path, target: str = "accuracy") -> pd.DataFrame:
     try:
         scores = pd.read_csv(path)
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        reason = " ".join(str(err).split())[:200]
+        reason = one_line(err, 200)
         raise HwnasError(f"{path} is not a readable CSV table ({reason}); expected the scores.csv of "
                          "`hwnas proxies bench --out`") from None
     if target not in scores.columns:

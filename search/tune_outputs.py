@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from hwnas.atomic import atomic_write
+from hwnas.errors import one_line
 
 
 def _feasible(trial) -> bool:
@@ -52,7 +53,7 @@ def _plots(study, out: Path, multi: bool) -> dict:
                 warnings.simplefilter("ignore")  # experimental-API and importance-direction notices
                 ax = job()
         except (ValueError, RuntimeError, ZeroDivisionError) as err:  # e.g. importances of < 2 trials
-            skipped[name] = " ".join(str(err).split())[:200]
+            skipped[name] = one_line(err, 200)
             continue
         fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
         fig.set_size_inches(8, 5)

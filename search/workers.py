@@ -12,7 +12,7 @@ import math
 import os
 from typing import TYPE_CHECKING
 
-from hwnas.errors import HwnasError, ProxyError
+from hwnas.errors import HwnasError, ProxyError, one_line
 
 if TYPE_CHECKING:
     from hwnas.search.evolution import SearchConfig
@@ -78,9 +78,9 @@ class Scorer:
         try:
             result = self.proxy(seed).score(self.space, arch)
         except ProxyError as err:
-            return None, {}, f"proxy: {' '.join(str(err).split())}"
+            return None, {}, f"proxy: {one_line(err)}"
         except RuntimeError as err:  # torch could not run this network (e.g. out of memory): reject it, go on
-            return None, {}, f"proxy: {type(err).__name__}: {' '.join(str(err).split())[:200]}"
+            return None, {}, f"proxy: {type(err).__name__}: {one_line(err, 200)}"
         value = float(result.value)
         if not math.isfinite(value):
             return None, {}, f"proxy: non-finite score {value}"

@@ -12,7 +12,7 @@ import click
 
 from hwnas import __version__
 from hwnas.cli import deploy_cmd, latency_cmd, models_cmd, proxies_cmd, search_cmd, sweep_cmd, train_cmd
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, one_line
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -34,20 +34,15 @@ for _module in (models_cmd, proxies_cmd, latency_cmd, search_cmd, sweep_cmd, dep
         cli.add_command(_command)
 
 
-def _one_line(message: str) -> str:
-    """The message on one line: every run of whitespace (newlines, form feeds, separators) one space."""
-    return " ".join(message.split())
-
-
 def _run(command: click.Command, prog_name: str, args: list[str] | None = None) -> None:
     """Run a click command; expected errors become one line on stderr and exit 2."""
     try:
         code = command.main(args=args, prog_name=prog_name, standalone_mode=False)
     except click.ClickException as err:  # a usage error too
-        click.echo(f"{prog_name}: error: {_one_line(err.format_message())}", err=True)
+        click.echo(f"{prog_name}: error: {one_line(err.format_message())}", err=True)
         sys.exit(2)
     except HwnasError as err:
-        click.echo(f"{prog_name}: error: {_one_line(str(err))}", err=True)
+        click.echo(f"{prog_name}: error: {one_line(str(err))}", err=True)
         sys.exit(2)
     except click.Abort:
         click.echo(f"{prog_name}: aborted", err=True)

@@ -7,7 +7,7 @@ import click
 from hwnas.cli.options import BATCH, REPEAT, BoundedFloat, BoundedInt, NonEmpty, OutputDir, OutputFile
 from hwnas.cli.output import echo_json, echo_table, progress_bar
 from hwnas.cli.search_cmd import _initial, _proxy_options
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, one_line
 
 
 def _numbers(text: str, option: str, kind=float) -> tuple:
@@ -82,7 +82,7 @@ def sweep_command(latency_ms, seeds, proxies, profile, space, population, iterat
             Profile.for_space(get_space(space), profile).check(host=True)
             measurer = measure_best
         except ProfileError as err:
-            not_measured = f"not measured on this machine: {' '.join(str(err).split())}"
+            not_measured = f"not measured on this machine: {one_line(err)}"
     with progress_bar("sweep", "it", enabled=not no_progress) as progress:
         result = sweep(spec, out, progress=progress, measure=measurer)
     if as_json:
