@@ -112,20 +112,30 @@ class Device(click.ParamType):
         return value
 
 
-class OutputDir(click.ParamType):
-    """A folder to write into, checked at parse time (see :func:`check_output_dir`)."""
+class _Checked(click.ParamType):
+    """A path argument checked at parse time by :meth:`check`, whose HwnasError becomes the usage error."""
 
-    name = "folder"
+    def check(self, value) -> None:
+        raise NotImplementedError
 
     def convert(self, value, param, ctx):
         try:
-            check_output_dir(value, "folder")
+            self.check(value)
         except HwnasError as err:
             self.fail(str(err), param, ctx)
         return value
 
 
-class InputFile(click.ParamType):
+class OutputDir(_Checked):
+    """A folder to write into, checked at parse time (see :func:`check_output_dir`)."""
+
+    name = "folder"
+
+    def check(self, value) -> None:
+        check_output_dir(value, "folder")
+
+
+class InputFile(_Checked):
     """An existing regular file of bounded size, checked at parse time (see :func:`check_input_file`)."""
 
     name = "file"
@@ -133,40 +143,28 @@ class InputFile(click.ParamType):
     def __init__(self, max_bytes: int = MAX_DATA_FILE_BYTES):
         self.max_bytes = max_bytes
 
-    def convert(self, value, param, ctx):
-        try:
-            check_input_file(value, "file", self.max_bytes)
-        except HwnasError as err:
-            self.fail(str(err), param, ctx)
-        return value
+    def check(self, value) -> None:
+        check_input_file(value, "file", self.max_bytes)
 
 
-class OutputFile(click.ParamType):
+class OutputFile(_Checked):
     """A file to write: not a folder, in a folder that exists or can be created and is writable."""
 
     name = "file"
 
-    def convert(self, value, param, ctx):
+    def check(self, value) -> None:
         import os
         from pathlib import Path
 
-        try:
-            if not isinstance(value, str) or not value.strip() or os.path.isdir(value):
-                raise HwnasError(f"{value!r} is empty or a folder; expected a file path")
-            check_output_dir(Path(value).parent, "folder of")
-        except HwnasError as err:
-            self.fail(str(err), param, ctx)
-        return value
+        if not isinstance(value, str) or not value.strip() or os.path.isdir(value):
+            raise HwnasError(f"{value!r} is empty or a folder; expected a file path")
+        check_output_dir(Path(value).parent, "folder of")
 
 
-class InputDir(click.ParamType):
+class InputDir(_Checked):
     """An existing folder, checked at parse time (see :func:`hwnas.files.check_input_dir`)."""
 
     name = "folder"
 
-    def convert(self, value, param, ctx):
-        try:
-            check_input_dir(value)
-        except HwnasError as err:
-            self.fail(str(err), param, ctx)
-        return value
+    def check(self, value) -> None:
+        check_input_dir(value)
