@@ -3,12 +3,13 @@
 Procedure (one backend, fixed settings):
 
 1. Enumerate the grid's parts (``kernels_for(space).grid_parts(grid)``), in a fixed order.
-2. Measure each part in isolation (warm-up, median over repeats, p10/p90); a
-   part whose p10-p90 band is wider than 15% of its median is measured again
-   and the tighter of the two kept. Every ``REF_EVERY`` parts a fixed
-   *reference part* is measured too; at the end every part's median is scaled
-   by (median reference time / reference time nearest in the run) to take out
-   the machine's drift over the run (the raw median is kept as well).
+2. Measure each part in isolation (warm-up, the fastest of ``PART_SESSIONS``
+   fresh sessions, median over its repeats, p10/p90); a part whose p10-p90 band
+   is wider than 15% of its median is measured again and the tighter of the two
+   kept. Every ``REF_EVERY`` parts a fixed *reference part* is measured too; at
+   the end every part's median is scaled by (median reference time / running
+   median of the references nearest in the run) to take out the machine's
+   drift over the run (the raw median is kept as well).
 3. Measure ``networks`` random whole networks of the space, spread over its
    size range, end to end under the same settings, in rounds interleaved
    across networks, in ``PASSES`` passes over all of them (:func:`measure_networks`;
@@ -49,7 +50,13 @@ from hwnas.latency.timing import (CHUNK, NETWORK_TIMING, PASSES, Measurement, Pr
 from hwnas.models.spaces.base import get_space
 
 REF_EVERY = 25
+DRIFT_WINDOW = 5  # references in the running median that corrects the drift
 RESPREAD = 0.15
+# Each part is the fastest of this many fresh sessions (as a whole network is the fastest of its passes), its
+# repeats split between them: timing.timed_sessions.
+PART_SESSIONS = 3
+PART_TIMING = (f"median over repeats in the fastest of {PART_SESSIONS} sessions, drift-corrected by an interleaved "
+               "reference part")
 # Calibration networks by default: with 80, fresh imagenet224 networks were within ±10% for 96% on average (over
 # splits of 130 measured networks); with 129, 98-99% (docs/latency.md).
 NETWORKS = 240
@@ -185,7 +192,7 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
         raise ProfileError(f"space {space_name} has no parts on grid {grid!r}")
     header = {"space": space_name, "backend": backend_name, "settings": backend.settings, "grid": grid,
               "networks": networks, "seed": seed, "device": dev["name"], "parts": len(grid_parts),
-              "network_timing": NETWORK_TIMING}
+              "network_timing": NETWORK_TIMING, "part_timing": PART_TIMING}
     if quick_from is not None:
         header["quick_from"] = quick_from.hash
     journal = Journal(out / "journal.jsonl", header)
@@ -212,14 +219,14 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
         if since_ref >= REF_EVERY:
             module, shape = kernels.build_part(ref)
             t = time.monotonic()
-            m = backend.measure_module(module, shape)
+            m = backend.measure_module(module, shape, sessions=PART_SESSIONS)
             journal.append({"kind": "ref", "key": _key(ref), "median_ms": m.median_ms, "seconds": time.monotonic() - t})
             since_ref = 0
         t = time.monotonic()
         module, shape = kernels.build_part(obj)
-        m = backend.measure_module(module, shape)
+        m = backend.measure_module(module, shape, sessions=PART_SESSIONS)
         if m.spread > RESPREAD:
-            again = backend.measure_module(module, shape)
+            again = backend.measure_module(module, shape, sessions=PART_SESSIONS)
             m = min(m, again, key=lambda x: x.spread)
         journal.append({"kind": "part", "key": key, **m.as_dict(), "seconds": time.monotonic() - t,
                         "ref_index": sum(1 for r in journal.records if r["kind"] == "ref") - 1})
@@ -273,7 +280,11 @@ def _finalize(space, backend, dev, grid, journal: Journal, out: Path, seed: int,
 
     refs = np.array([r["median_ms"] for r in journal.records if r["kind"] == "ref"])
     ref_median = float(np.median(refs))
-    drift = lambda r: ref_median / refs[r["ref_index"]]  # noqa: E731
+    # A single reference measurement is as noisy as any part's (±10-20% from session to session): the drift is
+    # the running median of DRIFT_WINDOW references around each, so one unlucky reference moves no parts.
+    half = DRIFT_WINDOW // 2
+    smooth = np.array([np.median(refs[max(0, i - half):i + half + 1]) for i in range(len(refs))])
+    drift = lambda r: ref_median / smooth[r["ref_index"]]  # noqa: E731
     rows, passes = [], {}
     for r in journal.records:
         if r["kind"] == "part":
@@ -299,8 +310,7 @@ def _finalize(space, backend, dev, grid, journal: Journal, out: Path, seed: int,
         "backend": backend.name, "settings": backend.settings, "device": dev,
         "versions": {**device_mod.library_versions(), **backend.versions()},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "grid": grid,
-        "timing": "batch time in ms; parts: median over repeats, drift-corrected by an interleaved reference "
-                  f"part; whole networks: {NETWORK_TIMING}",
+        "timing": f"batch time in ms; parts: {PART_TIMING}; whole networks: {NETWORK_TIMING}",
         "reference": {"part": next((json.loads(r["key"]) for r in journal.records if r["kind"] == "ref"), None),
                       "median_ms": ref_median, "min_ms": float(refs.min()), "max_ms": float(refs.max()),
                       "count": int(refs.size)},
@@ -383,8 +393,8 @@ def recalibrate(path: str | os.PathLike, remeasure: bool = False, on_progress: P
         measured = measure_networks(space, [space.parse(n["arch"]) for n in nets], backend,
                                     on_progress=on_progress, what="re-measuring")
         nets = [_network_record(n["arch"], m, PASSES) for n, m in zip(nets, measured)]
-        profile.metadata["timing"] = ("batch time in ms; parts: median over repeats, drift-corrected by an "
-                                      f"interleaved reference part; whole networks: {NETWORK_TIMING}")
+        parts_timing = profile.metadata.get("timing", "").split("; whole networks:")[0]  # parts not re-measured
+        profile.metadata["timing"] = f"{parts_timing}; whole networks: {NETWORK_TIMING}"
         profile.metadata["networks_remeasured"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     profile.metadata["calibration"] = _calibration(profile, space, nets)
     profile.save(profile.path)

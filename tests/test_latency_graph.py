@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from hwnas.errors import ProfileError
-from hwnas.latency.timing import ROUND_SECONDS, Measurement, measure_interleaved, network_ms, take_samples
+from hwnas.latency.timing import (ROUND_SECONDS, Measurement, measure_interleaved, network_ms, take_samples,
+                                  timed_sessions)
 from hwnas.latency import Predictor, fit_calibration
 from hwnas.latency.calibration import FORM_FEATURES, apply_calibration
 from hwnas.latency.graph import GraphFeatures, optimized_op_counts
@@ -219,3 +220,27 @@ def test_take_samples_replaces_invalid_ones():
 
     assert take_samples(Flaky(), 3) == [2.0, 4.0, 6.0]
     assert network_ms(Measurement(2.0, 1.5, 3.0, 10)) == 1.5
+
+
+def test_timed_sessions_keeps_the_fastest_session_and_splits_the_repeats():
+    speeds = iter([3.0, 1.0, 2.0])  # each fresh session runs at its own speed
+    opened, closed = [], []
+
+    class Session:
+        def __init__(self, ms):
+            self.ms, self.n = ms, 0
+            opened.append(self)
+
+        def sample(self):
+            self.n += 1
+            return self.ms + 0.01 * self.n, True
+
+        def close(self):
+            closed.append(self)
+
+    m = timed_sessions(lambda: Session(next(speeds)), repeats=25, sessions=3)
+    assert [s.n for s in opened] == [9, 9, 9]  # ceil(25 / 3) samples each
+    assert len(closed) == 3
+    assert m.repeats == 9 and m.median_ms == pytest.approx(1.05)  # the 1 ms session: 1.01 ... 1.09
+    one = timed_sessions(lambda: Session(5.0), repeats=4)
+    assert one.repeats == 4 and one.median_ms == pytest.approx(5.025)

@@ -38,8 +38,9 @@ class Backend(Protocol):
         """An ONNX file ready to time (BackendUnavailable for a backend that runs torch modules only)."""
 
     def measure_module(self, module, input_shape: tuple[int, int, int], *, batch: int | None = None,
-                       warmup: int | None = None, repeats: int | None = None) -> Measurement:
-        """Batch time of ``module`` on inputs of ``(batch, *input_shape)``."""
+                       warmup: int | None = None, repeats: int | None = None, sessions: int = 1) -> Measurement:
+        """Batch time of ``module`` on inputs of ``(batch, *input_shape)``: the fastest of ``sessions`` fresh
+        sessions (engines), ``repeats`` samples in all (:func:`hwnas.latency.timing.timed_sessions`)."""
 
 
 _BACKENDS = Registry(__name__)

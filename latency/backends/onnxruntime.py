@@ -26,7 +26,7 @@ import numpy as np
 from hwnas.errors import BackendUnavailable, HwnasError
 from hwnas.latency.backends import register_backend
 from hwnas.latency.export import export_onnx
-from hwnas.latency.timing import Measurement, timed
+from hwnas.latency.timing import Measurement, timed_sessions
 
 
 PREEMPTION_RATIO = 0.9
@@ -93,9 +93,14 @@ class OnnxRuntimeBackend:
             tmp.cleanup()
             raise
 
-    def measure_module(self, module, input_shape, *, batch=None, warmup=None, repeats=None) -> Measurement:
-        timer = self.prepare(module, input_shape, batch=batch, warmup=warmup)
-        return timed(timer, self.repeats if repeats is None else int(repeats))
+    def measure_module(self, module, input_shape, *, batch=None, warmup=None, repeats=None,
+                       sessions: int = 1) -> Measurement:
+        batch = int(batch or self.settings["batch"])
+        with tempfile.TemporaryDirectory(prefix="hwnas-ort-") as tmp:  # exported once for all the sessions
+            path = Path(tmp) / "part.onnx"
+            export_onnx(module, tuple(input_shape), batch, path, half=self.settings["precision"] == "fp16")
+            return timed_sessions(lambda: self.prepare_onnx(path, batch=batch, warmup=warmup),
+                                  self.repeats if repeats is None else int(repeats), sessions)
 
     def prepare_onnx(self, path, *, batch=None, warmup=None, tmp=None) -> "_OrtTimer":
         if not Path(path).is_file():

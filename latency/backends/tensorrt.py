@@ -30,7 +30,7 @@ from hwnas.atomic import atomic_write_bytes
 from hwnas.errors import BackendUnavailable, HwnasError
 from hwnas.latency.backends import register_backend
 from hwnas.latency.export import export_onnx
-from hwnas.latency.timing import Measurement, timed
+from hwnas.latency.timing import Measurement, timed_sessions
 
 
 def load_tensorrt():
@@ -232,9 +232,10 @@ class TensorRTBackend:
             export_onnx(module, tuple(input_shape), batch, path, dynamic_batch=True, half=half)
             return self.prepare_onnx(path, batch=batch, warmup=warmup)
 
-    def measure_module(self, module, input_shape, *, batch=None, warmup=None, repeats=None) -> Measurement:
-        timer = self.prepare(module, input_shape, batch=batch, warmup=warmup)
-        return timed(timer, self.repeats if repeats is None else int(repeats))
+    def measure_module(self, module, input_shape, *, batch=None, warmup=None, repeats=None,
+                       sessions: int = 1) -> Measurement:
+        return timed_sessions(lambda: self.prepare(module, input_shape, batch=batch, warmup=warmup),
+                              self.repeats if repeats is None else int(repeats), sessions)
 
     def prepare_onnx(self, path, *, batch=None, warmup=None) -> _TrtTimer:
         """An engine built from the ONNX file at ``path`` for exactly ``batch``, ready to time."""

@@ -13,7 +13,7 @@ import time
 
 from hwnas.errors import BackendUnavailable, HwnasError
 from hwnas.latency.backends import register_backend
-from hwnas.latency.timing import Measurement, timed
+from hwnas.latency.timing import Measurement, timed_sessions
 
 
 @register_backend("torch")
@@ -54,9 +54,10 @@ class TorchBackend:
         raise BackendUnavailable("the torch backend times torch modules, not ONNX files; "
                                  "use --backend onnxruntime or tensorrt for an ONNX file")
 
-    def measure_module(self, module, input_shape, *, batch=None, warmup=None, repeats=None) -> Measurement:
-        timer = self.prepare(module, input_shape, batch=batch, warmup=warmup)
-        return timed(timer, self.repeats if repeats is None else int(repeats))
+    def measure_module(self, module, input_shape, *, batch=None, warmup=None, repeats=None,
+                       sessions: int = 1) -> Measurement:
+        return timed_sessions(lambda: self.prepare(module, input_shape, batch=batch, warmup=warmup),
+                              self.repeats if repeats is None else int(repeats), sessions)
 
     def prepare(self, module, input_shape, *, batch=None, warmup=None) -> "_TorchTimer":
         torch = self._torch
