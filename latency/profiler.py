@@ -45,8 +45,8 @@ from hwnas.latency.profile import PART_COLUMNS, Profile
 from hwnas.latency import transfer
 from hwnas.latency.kernels import Part, kernels_for
 from hwnas.latency.part_table import channel_block
-from hwnas.latency.timing import (CHUNK, NETWORK_TIMING, PASSES, Measurement, Progress, fastest_pass,
-                                  measure_networks, network_ms, pass_order)
+from hwnas.latency.timing import (CHUNK, NETWORK_TIMING, PASSES, ExportedNetworks, Measurement, Progress,
+                                  fastest_pass, measure_networks, network_ms, pass_order)
 from hwnas.models.spaces.base import get_space
 
 REF_EVERY = 25
@@ -233,16 +233,18 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
         since_ref += 1
         done_count += 1
         report(done_count, total, what)
-    for p, chunk in ((p, todo[i:i + CHUNK]) for p, todo in enumerate(passes_todo) for i in range(0, len(todo), CHUNK)):
-        if deadline is not None and time.monotonic() > deadline:
-            return None
-        t = time.monotonic()
-        measured = measure_networks(space, [by_key[key] for key in chunk], backend, passes=1)
-        seconds = (time.monotonic() - t) / len(chunk)
-        for key, m in zip(chunk, measured):
-            journal.append({"kind": "network", "key": key, "pass": p, **m.as_dict(), "seconds": seconds})
-        done_count += len(chunk)
-        report(done_count, total, what)
+    with ExportedNetworks(space, backend) as exported:  # each network exported once for all its passes
+        for p, chunk in ((p, todo[i:i + CHUNK]) for p, todo in enumerate(passes_todo)
+                         for i in range(0, len(todo), CHUNK)):
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+            t = time.monotonic()
+            measured = measure_networks(space, [by_key[key] for key in chunk], backend, passes=1, exported=exported)
+            seconds = (time.monotonic() - t) / len(chunk)
+            for key, m in zip(chunk, measured):
+                journal.append({"kind": "network", "key": key, "pass": p, **m.as_dict(), "seconds": seconds})
+            done_count += len(chunk)
+            report(done_count, total, what)
     profile = _finalize(space, backend, dev, grid, journal, out, seed, name or out.name, on_progress is not None,
                         quick_from)
     (out / "journal.jsonl").unlink(missing_ok=True)

@@ -22,22 +22,26 @@ def tiny_profile(tmp_path_factory):
     out = tmp_path_factory.mktemp("prof") / "tiny-nb201"
     space = get_space("nb201")
     parts = list(kernels_for(space).grid_parts("coarse"))
-    calls = {"n": 0, "prepared": 0}
+    calls = {"n": 0, "prepared": 0, "exported": 0}
     real_get_backend = profiler.get_backend
 
     def counting_backend(name, **settings):
         backend = real_get_backend(name, **settings)
-        measure, prepare = backend.measure_module, backend.prepare
+        measure, prepare, export = backend.measure_module, backend.prepare_onnx, backend.export
 
         def counted(*a, **k):
             calls["n"] += 1
             return measure(*a, **k)
 
-        def counted_prepare(*a, **k):  # whole networks are prepared and timed in interleaved rounds
+        def counted_prepare(*a, **k):  # every session opened: parts' and whole networks' (interleaved rounds)
             calls["prepared"] += 1
             return prepare(*a, **k)
 
-        backend.measure_module, backend.prepare = counted, counted_prepare
+        def counted_export(*a, **k):
+            calls["exported"] += 1
+            return export(*a, **k)
+
+        backend.measure_module, backend.prepare_onnx, backend.export = counted, counted_prepare, counted_export
         return backend
 
     # The graph table of a real profile covers all 15,625 cells (minutes); here: the calibration networks and a few.
@@ -64,7 +68,7 @@ def tiny_profile(tmp_path_factory):
                             "p10_ms": 0.4, "p90_ms": 0.6, "repeats": 25, "seconds": 0.0})
         with open(out / "journal.jsonl", "a") as f:
             f.write("\n".join([ref] + done + [first]) + "\n" + '{"kind": "part", "key": "[tor')
-        calls["n"] = calls["prepared"] = 0
+        calls["n"] = calls["prepared"] = calls["exported"] = 0
         calls["progress"] = []
         prof = profiler.profile_device("nb201", "onnxruntime", FAST, out, parts=parts, networks=4,
                                        on_progress=lambda *report: calls["progress"].append(report))
@@ -92,7 +96,10 @@ def test_resume_measures_nothing_twice(tiny_profile):
     # remaining parts, each measured once or (when noisy) twice, + references; the 4 networks prepared once a
     # pass, but for the pass the journal held
     assert n_parts - 3 + refs <= calls["n"] <= 2 * (n_parts - 3) + refs
-    assert calls["prepared"] == 4 * PASSES - 1  # measure_module exports once and opens its sessions itself
+    # a part: exported once, timed in PART_SESSIONS sessions; a network: exported once, a session each pass but the
+    # pass the journal held
+    assert calls["exported"] == calls["n"] + 4
+    assert calls["prepared"] == profiler.PART_SESSIONS * calls["n"] + 4 * PASSES - 1
     nets = prof.calibration["networks"]
     assert len(nets) == 4 and all(n["passes"] == PASSES for n in nets)
 

@@ -5,7 +5,7 @@ an ONNX file under fixed settings as a warmed-up
 :class:`hwnas.latency.timing.Timer`; timing statistics and the interleaved
 timing of whole networks live in :mod:`hwnas.latency.timing`.
 Adding a runtime is one new file in this package that defines a class with
-``name``, ``settings``, ``repeats``, ``versions()``, ``prepare``,
+``name``, ``settings``, ``repeats``, ``versions()``, ``export``, ``prepare``,
 ``prepare_onnx`` and ``measure_module`` and decorates it with
 ``@register_backend``: every module of the package is imported when a
 backend is first asked for. Imports of the runtimes themselves are lazy: an
@@ -33,6 +33,10 @@ class Backend(Protocol):
     def prepare(self, module, input_shape: tuple[int, int, int], *, batch: int | None = None,
                 warmup: int | None = None) -> Timer:
         """``module`` ready to time on inputs of ``(batch, *input_shape)``, warmed up."""
+
+    def export(self, module, input_shape: tuple[int, int, int], path, *, batch: int | None = None) -> None:
+        """Write the ONNX file of ``module`` that ``prepare_onnx`` times (BackendUnavailable for a backend that
+        runs torch modules only)."""
 
     def prepare_onnx(self, path, *, batch: int | None = None, warmup: int | None = None) -> Timer:
         """An ONNX file ready to time (BackendUnavailable for a backend that runs torch modules only)."""

@@ -82,12 +82,17 @@ class OnnxRuntimeBackend:
     def versions(self) -> dict:
         return {"onnxruntime": self._ort.__version__}
 
+    def export(self, module, input_shape, path, *, batch=None) -> None:
+        """Write the ONNX file this backend times for ``module``."""
+        export_onnx(module, tuple(input_shape), int(batch or self.settings["batch"]), path,
+                    half=self.settings["precision"] == "fp16")
+
     def prepare(self, module, input_shape, *, batch=None, warmup=None) -> "_OrtTimer":
         batch = int(batch or self.settings["batch"])
         tmp = tempfile.TemporaryDirectory(prefix="hwnas-ort-")
         try:
             path = Path(tmp.name) / "part.onnx"
-            export_onnx(module, tuple(input_shape), batch, path, half=self.settings["precision"] == "fp16")
+            self.export(module, input_shape, path, batch=batch)
             return self.prepare_onnx(path, batch=batch, warmup=warmup, tmp=tmp)
         except BaseException:
             tmp.cleanup()
@@ -98,7 +103,7 @@ class OnnxRuntimeBackend:
         batch = int(batch or self.settings["batch"])
         with tempfile.TemporaryDirectory(prefix="hwnas-ort-") as tmp:  # exported once for all the sessions
             path = Path(tmp) / "part.onnx"
-            export_onnx(module, tuple(input_shape), batch, path, half=self.settings["precision"] == "fp16")
+            self.export(module, input_shape, path, batch=batch)
             return timed_sessions(lambda: self.prepare_onnx(path, batch=batch, warmup=warmup),
                                   self.repeats if repeats is None else int(repeats), sessions)
 

@@ -223,13 +223,18 @@ class TensorRTBackend:
         return {"tensorrt": self._trt.__version__, "torch": self._torch.__version__,
                 "cuda": self._torch.version.cuda}
 
+    def export(self, module, input_shape, path, *, batch=None) -> None:
+        """Write the ONNX file this backend builds its engine from for ``module`` (TRT 11 is strongly typed: an
+        fp16 engine needs an fp16 graph)."""
+        half = self.settings["precision"] == "fp16" and _major(self._trt) >= 11
+        export_onnx(module, tuple(input_shape), int(batch or self.settings["batch"]), path, dynamic_batch=True,
+                    half=half)
+
     def prepare(self, module, input_shape, *, batch=None, warmup=None) -> _TrtTimer:
         batch = int(batch or self.settings["batch"])
-        # TRT 11 is strongly typed: an fp16 engine needs an fp16 graph.
-        half = self.settings["precision"] == "fp16" and _major(self._trt) >= 11
         with tempfile.TemporaryDirectory(prefix="hwnas-trt-") as tmp:
             path = Path(tmp) / "part.onnx"
-            export_onnx(module, tuple(input_shape), batch, path, dynamic_batch=True, half=half)
+            self.export(module, input_shape, path, batch=batch)
             return self.prepare_onnx(path, batch=batch, warmup=warmup)
 
     def measure_module(self, module, input_shape, *, batch=None, warmup=None, repeats=None,

@@ -50,6 +50,9 @@ class TorchBackend:
             out["cudnn"] = str(torch.backends.cudnn.version())
         return out
 
+    def export(self, module, input_shape, path, **_kw):
+        raise BackendUnavailable("the torch backend times torch modules, not ONNX files")
+
     def prepare_onnx(self, path, **_kw):
         raise BackendUnavailable("the torch backend times torch modules, not ONNX files; "
                                  "use --backend onnxruntime or tensorrt for an ONNX file")
