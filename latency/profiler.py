@@ -45,8 +45,8 @@ from hwnas.latency.profile import PART_COLUMNS, Profile
 from hwnas.latency import transfer
 from hwnas.latency.kernels import Part, kernels_for
 from hwnas.latency.part_table import channel_block
-from hwnas.latency.timing import (CHUNK, NETWORK_TIMING, PASSES, ExportedNetworks, Measurement, Progress,
-                                  fastest_pass, measure_networks, network_ms, pass_order)
+from hwnas.latency.timing import (CHUNK, NETWORK_TIMING, PASSES, Measurement, Progress,
+                                  exported_networks, fastest_pass, measure_networks, network_ms, pass_order)
 from hwnas.models.spaces.base import get_space
 
 REF_EVERY = 25
@@ -233,7 +233,7 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
         since_ref += 1
         done_count += 1
         report(done_count, total, what)
-    with ExportedNetworks(space, backend) as exported:  # each network exported once for all its passes
+    with exported_networks(space, backend) as exported:  # each network exported once for all its passes
         for p, chunk in ((p, todo[i:i + CHUNK]) for p, todo in enumerate(passes_todo)
                          for i in range(0, len(todo), CHUNK)):
             if deadline is not None and time.monotonic() > deadline:

@@ -20,7 +20,7 @@ from pathlib import Path
 from hwnas.atomic import atomic_write
 from hwnas.errors import one_line
 from hwnas.latency.profile import Profile
-from hwnas.latency.timing import CHUNK, measure_interleaved, network_ms
+from hwnas.latency.timing import CHUNK, ExportedModules, measure_interleaved, network_ms
 
 
 def default_cache_dir() -> Path:
@@ -70,20 +70,20 @@ def measure(profile: Profile, rows: list[dict], cache_dir: str | Path | None = N
     cache = json.loads(path.read_text()) if path.is_file() else {}
     todo = [r for r in rows if _key(r, backend) not in cache]
 
-    def timer(r):
-        return backend.prepare(_build(r), (3, r["resolution"], r["resolution"]))
-
     for start in range(0, len(todo), CHUNK):
         group = todo[start:start + CHUNK]
-        try:
-            found = list(zip(group, measure_interleaved(backend, group, timer)))
-        except Exception:  # noqa: BLE001 - one network failed to build or export: time them one by one
-            found = []
-            for row in group:
-                try:
-                    found.append((row, measure_interleaved(backend, [row], timer)[0]))
-                except Exception as err:  # noqa: BLE001 - any runtime's failure is noted the same way
-                    cache[_key(row, backend)] = {"error": one_line(f"{type(err).__name__}: {err}", 200)}
+        # each network exported once for its passes
+        with ExportedModules(backend, _build, lambda r: (3, r["resolution"], r["resolution"]),
+                             key=lambda r: _key(r, backend)) as exported:
+            try:
+                found = list(zip(group, measure_interleaved(backend, group, exported.prepare)))
+            except Exception:  # noqa: BLE001 - one network failed to build or export: time them one by one
+                found = []
+                for row in group:
+                    try:
+                        found.append((row, measure_interleaved(backend, [row], exported.prepare)[0]))
+                    except Exception as err:  # noqa: BLE001 - any runtime's failure is noted the same way
+                        cache[_key(row, backend)] = {"error": one_line(f"{type(err).__name__}: {err}", 200)}
         for row, m in found:
             cache[_key(row, backend)] = {"measured_ms": network_ms(m) / profile.batch}
         path.parent.mkdir(parents=True, exist_ok=True)

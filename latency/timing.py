@@ -194,46 +194,53 @@ NETWORK_TIMING = (f"10th percentile of samples taken in rounds interleaved acros
                   f"{PASSES} passes over all of them")
 
 
-class ExportedNetworks:
-    """Whole networks of ``space`` prepared for ``backend``: each exported once (into a temporary folder, removed on
-    :meth:`close`), a fresh session of its file every time it is prepared (each pass). An ImageNet network takes
-    0.75 s to export, about as long as timing it. A backend that times torch modules (no ONNX) prepares the module
-    afresh each time."""
+class ExportedModules:
+    """Modules prepared for ``backend``, each exported once (into a temporary folder, removed on :meth:`close`) and
+    opened in a fresh session every time it is prepared (each pass): ``build(item)`` makes an item's module for
+    inputs of ``shape(item)``; ``key(item)`` names it (the item itself by default). An ImageNet network takes 0.75 s
+    to export, about as long as timing it. A backend that times torch modules (no ONNX) prepares the module afresh
+    each time."""
 
-    def __init__(self, space, backend):
-        self.space, self.backend = space, backend
-        self.shape = (3, space.resolution, space.resolution)
-        self._tmp = tempfile.TemporaryDirectory(prefix="hwnas-networks-")
+    def __init__(self, backend, build: Callable, shape: Callable, key: Callable = lambda item: item):
+        self.backend, self.build, self.shape, self.key = backend, build, shape, key
+        self._tmp = tempfile.TemporaryDirectory(prefix="hwnas-modules-")
         self._files: dict = {}
 
-    def prepare(self, arch) -> Timer:
-        path = self._files.get(arch, False)
+    def prepare(self, item) -> Timer:
+        k = self.key(item)
+        path = self._files.get(k, False)
         if path is False:
             path = Path(self._tmp.name) / f"{len(self._files)}.onnx"
             try:
-                self.backend.export(self.space.build(arch), self.shape, path)
+                self.backend.export(self.build(item), self.shape(item), path)
             except BackendUnavailable:
                 path = None
-            self._files[arch] = path
+            self._files[k] = path
         if path is None:
-            return self.backend.prepare(self.space.build(arch), self.shape)
+            return self.backend.prepare(self.build(item), self.shape(item))
         return self.backend.prepare_onnx(path)
 
     def close(self) -> None:
         self._tmp.cleanup()
 
-    def __enter__(self) -> "ExportedNetworks":
+    def __enter__(self) -> "ExportedModules":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
+def exported_networks(space, backend) -> ExportedModules:
+    """Whole networks of ``space`` for :func:`measure_networks`, each exported once."""
+    shape = (3, space.resolution, space.resolution)
+    return ExportedModules(backend, space.build, lambda _arch: shape)
+
+
 def measure_networks(space, archs, backend, *, passes: int = PASSES, on_progress: Progress | None = None,
-                     what: str = "measuring", exported: ExportedNetworks | None = None) -> list[Measurement]:
+                     what: str = "measuring", exported: ExportedModules | None = None) -> list[Measurement]:
     """Batch-time Measurements of whole networks of ``space``, timed in rounds interleaved across them, the
     fastest of ``passes`` passes each; ``on_progress(done, passes × len(archs), what)`` follows the chunks.
-    ``exported``: networks already exported (kept across calls); by default each is exported once for this call."""
+    ``exported``: :func:`exported_networks` kept across calls; by default each is exported once for this call."""
     archs = list(archs)
     on_chunk = None
     if on_progress is not None:
@@ -246,5 +253,5 @@ def measure_networks(space, archs, backend, *, passes: int = PASSES, on_progress
 
     if exported is not None:
         return measure_interleaved(backend, archs, exported.prepare, passes=passes, on_chunk=on_chunk)
-    with ExportedNetworks(space, backend) as own:
+    with exported_networks(space, backend) as own:
         return measure_interleaved(backend, archs, own.prepare, passes=passes, on_chunk=on_chunk)
