@@ -122,6 +122,16 @@ def test_deploy_resolution_is_bounded(env):
     refused(["deploy", SMALL, "--resolution", "100000", "--out", "d"], "--resolution", "4096")
 
 
+@pytest.mark.parametrize("address", ["", "x", "host:0", "host:70000", "host:port", "ray://", "a b:1"])
+def test_ray_address_is_checked_at_parse_time(env, address):
+    refused(["search", "--ray", address, "--out", "o"], "--ray", "host:port")
+
+
+def test_timing_cache_must_be_a_writable_file(env):
+    tmp, _ = env
+    refused(["deploy", SMALL, "--timing-cache", str(tmp), "--out", "d"], "--timing-cache", "folder")
+
+
 def test_a_one_by_one_feature_map_at_batch_one_is_a_proxy_error():
     from hwnas.models.spaces.base import get_space
     from hwnas.search.proxies.base import get_proxy

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from hwnas.cli.options import BATCH, RESOLUTION, BoundedFloat, BoundedInt, InputDir, InputFile, NonEmpty
+from hwnas.cli.options import (BATCH, RESOLUTION, BoundedFloat, BoundedInt, InputDir, InputFile, NonEmpty,
+                                OutputFile)
 from hwnas.cli.output import echo_json, echo_table
 
 
@@ -77,7 +78,7 @@ def deploy_group() -> None:
                    "calibrated on, the profiling exporter's).")
 @click.option("--tolerance", type=BoundedFloat(0, 1e6, min_open=True), default=None,
               help="Largest accepted max|runtime - torch| / max|torch| (default: 1e-3 fp32, 1e-2 fp16).")
-@click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
+@click.option("--timing-cache", type=OutputFile(), default=None,
               help="TensorRT timing cache file reused across builds "
                    "(default: ~/.cache/hwnas/tensorrt/<gpu>-trt<version>.timing-cache).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (created atomically).")

@@ -168,3 +168,20 @@ class InputDir(_Checked):
 
     def check(self, value) -> None:
         check_input_dir(value)
+
+
+class RayAddress(click.ParamType):
+    """A Ray cluster address: ``auto`` or ``[ray://]host:port`` (the connection itself is tried before the search
+    starts)."""
+
+    name = "address"
+
+    def convert(self, value, param, ctx):
+        import re
+
+        text = value.strip() if isinstance(value, str) else ""
+        m = re.fullmatch(r"(?:ray://)?([A-Za-z0-9._-]+|\[[0-9A-Fa-f:]+\]):([0-9]{1,5})", text)
+        if text != "auto" and (m is None or not 1 <= int(m.group(2)) <= 65535):
+            self.fail(f"{value!r} is not a Ray address; expected 'auto' or host:port (e.g. 10.0.0.5:6379)", param, ctx)
+        return text
+

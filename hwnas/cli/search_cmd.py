@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from hwnas.cli.options import (BATCH, REPEAT, SEED, BoundedFloat, BoundedInt, InputFile, NonEmpty, OutputDir,
-                               OutputFile)
+                               OutputFile, RayAddress)
 from hwnas.cli.output import echo_json, echo_table, progress_bar
 from hwnas.errors import HwnasError
 
@@ -104,7 +104,7 @@ def _load_config(ctx: click.Context, param, value: str | None):
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--workers", type=BoundedInt(1, 1024), default=1, show_default=True,
               help="Processes scoring candidates (asynchronous steady state; reproducible for a given seed and K).")
-@click.option("--ray", "ray_address", metavar="ADDRESS",
+@click.option("--ray", "ray_address", type=RayAddress(), metavar="ADDRESS",
               help="Score candidates as tasks on this running Ray cluster ('auto', or host:port), --workers at a "
               "time (needs the [ray] extra).")
 @click.option("--latency-batch", type=BATCH, help="Refuse a profile measured at another batch.")
