@@ -182,9 +182,11 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
         _check_quick_source(quick_from, space, backend_name, dev)
         parts = transfer.stratified_parts(quick_from.table, transfer.QUICK_PARTS, seed)
         grid = quick_from.metadata.get("grid", grid)
-        networks = transfer.QUICK_NETWORKS if networks is None else networks
+    graph_form = supports_graph_features(space, backend_name, backend.settings)
+    if networks is None and quick_from is not None:
+        networks = transfer.QUICK_GRAPH_NETWORKS if graph_form else transfer.QUICK_NETWORKS
     if networks is None:
-        networks = GRAPH_NETWORKS if supports_graph_features(space, backend_name, backend.settings) else NETWORKS
+        networks = GRAPH_NETWORKS if graph_form else NETWORKS
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     grid_parts = list(dict.fromkeys(parts if parts is not None else kernels.grid_parts(grid)))

@@ -35,6 +35,9 @@ from hwnas.latency.profile import PART_COLUMNS
 # profile of a machine other than the source's device: docs/latency.md, "Quick profiles").
 QUICK_PARTS = 400
 QUICK_NETWORKS = 60
+# ... where the graph calibration form applies (NB201 on ONNX Runtime CPU: ~70 coefficients; 60 networks fit only
+# the simple forms, 50 % within ±10 %): small networks, quick to time.
+QUICK_GRAPH_NETWORKS = 300
 RIDGE = 1.0
 
 

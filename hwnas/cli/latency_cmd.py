@@ -200,7 +200,8 @@ def predict_cmd(structure, profile_name, as_json) -> None:
 @click.option("--published", is_flag=True,
               help="Compare with the published ZenNet latencies (V100 FP16 batch-64 profiles only).")
 @click.option("--repeatability", is_flag=True,
-              help="Measure every network twice and report how well the two agree (the machine's noise floor).")
+              help="Measure every network again in a fresh process and report how well the two runs agree (the "
+                   "machine's noise floor).")
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (within_10pct, within_5pct, mape, spearman, n, ...).")
 def validate_cmd(profile_name, samples, seed, plot, published, repeatability, no_progress, as_json) -> None:
