@@ -120,13 +120,16 @@ def prepare(config: SearchConfig, latency_batch: int | None = None) -> Prepared:
     space = get_space(config.space)
     budgets = config.budgets
     budgets.validate()
-    if config.proxy == "incorporated":
+    from hwnas.models.spaces.base import StructureSpace
+
+    if config.proxy == "incorporated" and isinstance(space, StructureSpace):
         # Incorporated-NAS constrains effectiveness (rho <= rho0 = 0.5); the search enforces it
-        # from the structure, and the proxy reports against the same bound.
+        # from the structure, and the proxy reports against the same bound. rho is defined for
+        # ZenNAS structures only: on NAS-Bench-201 there is no rho constraint (an explicit
+        # --rho-max is refused there by the budget checker).
         rho_max = budgets.rho_max if budgets.rho_max is not None else config.proxy_options.get("rho_max", 0.5)
         budgets = replace(budgets, rho_max=rho_max)
         config = replace(config, budgets=budgets, proxy_options={**config.proxy_options, "rho_max": rho_max})
-    from hwnas.models.spaces.base import StructureSpace
 
     if budgets.latency_ms is not None and budgets.max_layers is None and isinstance(space, StructureSpace):
         budgets = replace(budgets, max_layers=default_max_layers(budgets.latency_ms))

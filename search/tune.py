@@ -36,6 +36,8 @@ OBJECTIVES = (("regret",), ("regret", "cost"))
 DEFAULT_PROXIES = ("zen", "naswot", "synflow", "hybrid")
 HYBRID = "zen+{c:.4g}*log(flops)"  # the hybrid a trial may choose: Zen-score plus c · log FLOPs, c tuned
 TUNED = ("proxy", "hybrid_c", "population", "iterations", "batch_size")
+# Proxy options a run_searches setting may carry beside TUNED (named as search's options, so best.json-like).
+PROXY_OPTIONS = ("wz", "wd", "transform", "beta")
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,9 @@ class TuneConfig:
             if p not in names:
                 raise HwnasError(f"unknown proxy {p!r}; expected some of: hybrid, {', '.join(sorted(proxy_names()))}")
             if p == "incorporated":
-                raise HwnasError("proxy 'incorporated' needs a ZenNAS structure space; NAS-Bench-201 cells have "
-                                 "no blocks for its entropy term (expected zen, naswot, synflow, hybrid, ...)")
+                raise HwnasError("proxy 'incorporated' is not tuned: its w_z, w_d and transform are not among the "
+                                 "tuned parameters (expected zen, naswot, synflow, hybrid, ...; "
+                                 "benchmarks/eval_tuned.py runs the papers' settings)")
         lo, hi = self.population
         ilo, ihi = self.iterations
         if not (1 <= lo <= hi <= 4096 and 1 <= ilo <= ihi <= 1_000_000 and self.batch_sizes
@@ -154,6 +157,7 @@ def run_searches(c: TuneConfig, hp: dict, seeds: list[int], out: Path, regret: R
     rows = []
     for s in seeds:
         config = SearchConfig(space=c.space, proxy=hp["proxy"], batch_size=hp["batch_size"],
+                              proxy_options={k: hp[k] for k in PROXY_OPTIONS if hp.get(k) is not None},
                               population=hp["population"], iterations=hp["iterations"], seed=s,
                               budgets=Budgets(latency_ms=c.latency_ms), profile=c.profile, checkpoint_every_s=1e9)
         folder = out / f"seed-{s}"

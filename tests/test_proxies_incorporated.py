@@ -72,10 +72,12 @@ def test_bad_options_are_errors():
         get_proxy("zen", wz=0.5)
 
 
-def test_nb201_is_rejected_by_incorporated():
-    space = get_space("nb201")
-    with pytest.raises(ProxyError, match="structure-string"):
-        get_proxy("incorporated", batch_size=2).score(space, space.initial())
+def test_a_space_without_an_entropy_is_rejected_by_incorporated():
+    class Other:  # neither ZenNAS structures nor NAS-Bench-201 cells (NB201: tests/test_proxies_incorporated_nb201.py)
+        name, resolution, num_classes = "other", 32, 10
+
+    with pytest.raises(ProxyError, match="structure-string space or NAS-Bench-201"):
+        get_proxy("incorporated", batch_size=2).score(Other(), "arch")
 
 
 def test_effectiveness_by_hand():

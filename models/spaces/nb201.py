@@ -64,15 +64,22 @@ class Cell:
         ops[edge] = op
         return Cell(tuple(ops))
 
+    def conv_path(self) -> tuple[int, ...] | None:
+        """Kernel sizes of the convolutions on the longest input-to-output path through live edges.
+
+        Longest: most convolutions; of equally long paths, most 3×3 ones (the largest DeepMAD entropy).
+        Skip and pool edges add no convolution. None if ``none`` edges cut node 3 off from node 0."""
+        best: dict[int, tuple[int, ...]] = {0: ()}
+        for target in (1, 2, 3):
+            reach = [best[src] + ((CONV_KERNELS[op],) if op in CONV_KERNELS else ())
+                     for op, (src, dst) in zip(self.ops, EDGES) if dst == target and op != "none" and src in best]
+            if reach:
+                best[target] = max(reach, key=lambda path: (len(path), sum(k * k for k in path)))
+        return best.get(3)
+
     def depth(self) -> int:
         """Convolutions on the longest input-to-output path through live edges (0 if cut off)."""
-        best = {0: 0}
-        for target in (1, 2, 3):
-            reach = [best[src] + (op in CONV_KERNELS) for op, (src, dst) in zip(self.ops, EDGES)
-                     if dst == target and op != "none" and src in best]
-            if reach:
-                best[target] = max(reach)
-        return best.get(3, 0)
+        return len(self.conv_path() or ())
 
 
 def parse_cell(text: str) -> Cell:
@@ -213,6 +220,27 @@ def count_cell(cell: Cell, resolution: int = 32, num_classes: int = 10, no_resid
     macs += c * num_classes
     layers = 1 + 3 * CELLS_PER_STAGE * cell.depth() + 2 * 2
     return Counts(params, macs + num_classes, macs, layers, resolution, num_classes, False)
+
+
+def conv_stages(cell: Cell, resolution: int = 32) -> list[tuple[int, int, list[tuple[int, int, int]]]] | None:
+    """The convolutions a signal crosses, by stage: ``(out resolution, out channels, [(cin, kernel, groups)])``.
+
+    A stage is everything at one resolution: the stem conv and 5 cells (stage 1); a reduction block's two 3×3
+    convs and 5 cells (stages 2 and 3). A cell contributes the convs of its :meth:`Cell.conv_path`; the
+    reduction's 1×1 shortcut is a parallel branch, not on that path. None if the cell is cut off (its
+    output, and the network's, does not depend on the input)."""
+    path = cell.conv_path()
+    if path is None:
+        return None
+    out, c, h = [], STEM_CHANNELS, resolution
+    for stage in range(3):
+        if stage:
+            convs = [(c, 3, 1), (2 * c, 3, 1)]
+            c, h = 2 * c, (h - 1) // 2 + 1
+        else:
+            convs = [(3, 3, 1)]
+        out.append((h, c, convs + [(c, k, 1) for k in path] * CELLS_PER_STAGE))
+    return out
 
 
 # ---------------------------------------------------------------- the space
