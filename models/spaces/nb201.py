@@ -23,6 +23,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import ClassVar
 from importlib import resources
 
 import torch
@@ -222,6 +223,8 @@ class NB201Space:
     name: str = "nb201"
     resolution: int = 32
     num_classes: int = 10
+    # The proxy a search uses unless told otherwise: the lowest regret on NB201 (README, docs/search.md).
+    default_proxy: ClassVar[str] = "zen"
 
     def parse(self, text: str) -> Cell:
         return parse_cell(text)
