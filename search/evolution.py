@@ -3,7 +3,9 @@
 One iteration picks a parent uniformly from the population, mutates it, checks
 every budget from the child's structure alone (analytic counts, effectiveness,
 the latency table), scores the child with the proxy only if it fits, adds it
-and drops the lowest-scored member once the population is larger than N.
+and drops the lowest-scored member once the population is larger than N (a
+set-relative proxy such as AZ-NAS: the lowest aggregate within the population
+plus the child; ``selection.py``).
 As in the official code, while the population holds at most 10 members the
 child is a single-block mutant of the initial structure; afterwards a
 two-block mutant of the parent.

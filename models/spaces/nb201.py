@@ -23,8 +23,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import ClassVar
 from importlib import resources
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
