@@ -3,7 +3,9 @@
 One iteration picks a parent uniformly from the population, mutates it, checks
 every budget from the child's structure alone (analytic counts, effectiveness,
 the latency table), scores the child with the proxy only if it fits, adds it
-and drops the lowest-scored member once the population is larger than N.
+and drops the lowest-scored member once the population is larger than N (a
+set-relative proxy such as AZ-NAS: the lowest aggregate within the population
+plus the child; ``selection.py``).
 As in the official code, while the population holds at most 10 members the
 child is a single-block mutant of the initial structure; afterwards a
 two-block mutant of the parent.
@@ -41,6 +43,7 @@ from hwnas.search.budgets import BudgetChecker, Budgets, Metrics, default_max_la
 from hwnas.search.checkpoint import save_checkpoint, write_json
 from hwnas.search.results import config_record, metric_columns, write_results
 from hwnas.search.runs import FAILED, hold_for_search, mark_failed
+from hwnas.search.selection import selection_for
 from hwnas.search.workers import Done, Scorer, Scoring
 
 # Official: while the population holds <= 10 members, mutate the initial structure (here at most N - 1
@@ -58,7 +61,7 @@ class SearchConfig:
     """Everything that decides a search's result (plus how often it checkpoints)."""
 
     space: str = "imagenet224"
-    proxy: str = "zen"
+    proxy: str | None = None  # None: the space's default proxy (default_proxy)
     proxy_options: dict = field(default_factory=dict)
     batch_size: int = 64
     repeat: int = 1
@@ -86,6 +89,11 @@ class SearchConfig:
 
 
 
+def default_proxy(space) -> str:
+    """The proxy a search of ``space`` uses unless told otherwise: the space's ``default_proxy``, else zen."""
+    return getattr(space, "default_proxy", "zen")
+
+
 @dataclass
 class Prepared:
     space: Any
@@ -93,6 +101,7 @@ class Prepared:
     checker: BudgetChecker
     initial: Any
     config: SearchConfig
+    selection: Any = None  # how a scored child is compared with the population (search/selection.py)
 
 
 def _fastest_that_fits(space, checker: BudgetChecker, predictor):
@@ -118,6 +127,8 @@ def prepare(config: SearchConfig, latency_batch: int | None = None) -> Prepared:
     if config.population < 1 or config.iterations < 0 or config.workers < 1 or config.batch_size < 1:
         raise HwnasError("population, batch size and workers must be >= 1 and iterations >= 0")
     space = get_space(config.space)
+    if config.proxy is None:
+        config = replace(config, proxy=default_proxy(space))
     budgets = config.budgets
     budgets.validate()
     from hwnas.models.spaces.base import StructureSpace
@@ -176,8 +187,11 @@ def prepare(config: SearchConfig, latency_batch: int | None = None) -> Prepared:
     # Fail on unknown proxies or options now, not in a worker after minutes.
     if config.early_batch is not None and config.early_batch < 1:
         raise HwnasError(f"--early-batch must be >= 1, got {config.early_batch}")
-    Scorer.for_config(config).proxy(OPTIONS_CHECK_SEED)
-    return Prepared(space, profile, checker, initial, config)
+    selection = selection_for(Scorer.for_config(config).proxy(OPTIONS_CHECK_SEED))
+    if selection.set_relative and config.early_batch is not None:
+        raise HwnasError(f"--early-batch: proxy {config.proxy!r} scores within a set, so no estimate can be compared "
+                         "with a population minimum; expected no --early-batch with it")
+    return Prepared(space, profile, checker, initial, config, selection)
 
 
 # --------------------------------------------------------------------------- the search
@@ -281,18 +295,16 @@ class Evolution:
                "accepted": False, "reject_reason": t.reason, "time_s": self._clock()}
         if result is not None:
             score, parts, reason = result
-            self.cache[t.text] = score if reason is None else reason
+            # What is known of a structure: its score, a set-relative proxy's components, or why it failed.
+            self.cache[t.text] = reason if reason is not None else dict(parts) if score is None else score
             if reason is not None:
                 row["reject_reason"] = reason
             else:
-                row["score"] = score
                 row["accepted"] = True
                 self._accepted += 1
-                self.population.append({"structure": t.text, "score": score, **metric_columns(t.metrics),
-                                        "iteration": t.iteration, **{f"proxy_{k}": v for k, v in parts.items()}})
-                while len(self.population) > self.config.population:
-                    low = min(range(len(self.population)), key=lambda j: self.population[j]["score"])
-                    self.population.pop(low)
+                member = {"structure": t.text, "score": score, **metric_columns(t.metrics),
+                          "iteration": t.iteration, **{f"proxy_{k}": v for k, v in parts.items()}}
+                row["score"] = self.p.selection.admit(self.population, member, self.config.population)
         elif t.score is not None:
             row["score"] = t.score
         self.history.append(row)
@@ -315,8 +327,8 @@ class Evolution:
             if text in self.cache or text in pending:
                 known = self.cache.get(text)
                 ticket.reason = "duplicate (already scored)" if text in self.cache else "duplicate (being scored)"
-                ticket.score = known if isinstance(known, float) else None
-                if ticket.score is None and text in self.cache:
+                ticket.score = known if isinstance(known, float) else None  # a set-relative one has no own score
+                if isinstance(known, str):
                     ticket.reason = f"duplicate ({known})"
             else:
                 if self.config.early_batch and len(self.population) >= self.config.population:

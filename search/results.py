@@ -67,6 +67,8 @@ def write_results(evolution: Evolution) -> dict:
     finally:
         torch.set_num_threads(threads)
     accepted = int(hist["accepted"].sum())
+    if score is None and reason is None:  # set-relative: its score exists only within the final population
+        score = best["score"]
     summary = {
         "best_structure": best["structure"],
         "score": score,
@@ -78,12 +80,13 @@ def write_results(evolution: Evolution) -> dict:
         "iterations": evolution.iteration,
         "accepted": accepted,
         "acceptance_rate": accepted / max(1, len(hist)),
-        "scored": sum(1 for v in evolution.cache.values() if isinstance(v, float)),
+        "scored": sum(1 for v in evolution.cache.values() if not isinstance(v, str)),
         "elapsed_s": evolution.elapsed_s,
         "iterations_per_s": evolution.iteration / evolution.elapsed_s if evolution.elapsed_s > 0 else None,
         "profile_hash": None if evolution.p.profile is None else evolution.p.profile.hash,
         "space": evolution.config.space,
         "proxy": evolution.config.proxy,
+        "set_relative": evolution.p.selection.set_relative,  # score: the aggregate within the final population
         "workers": evolution.config.workers,
         "seed": evolution.config.seed,
     }

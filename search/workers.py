@@ -44,6 +44,7 @@ class Scorer:
         self.run_seed = run_seed
         self.early_batch = early_batch
         self.early_margin = early_margin
+        self._resolution: int | None = None
 
     @classmethod
     def for_config(cls, c: SearchConfig, threads: int | None = None) -> "Scorer":
@@ -52,13 +53,18 @@ class Scorer:
     def proxy(self, seed: int, batch_size: int | None = None):
         from hwnas.search.proxies import get_proxy
 
-        # --proxy-option resolution=R scores at another input size (a cheaper evaluation); default: the space's
-        options = {"resolution": self.space.resolution, **self.proxy_options}
+        # --proxy-option resolution=R scores at another input size (a cheaper evaluation); default: the proxy's own
+        # for this space (the space's, or MeCo's 64 pixels at least), written into the settings (the cache key).
+        if self._resolution is None:
+            self._resolution = self.proxy_options.get("resolution") or get_proxy(
+                self.proxy_name, **self.proxy_options).resolution_for(self.space)
+        options = {**self.proxy_options, "resolution": self._resolution}
         return get_proxy(self.proxy_name, batch_size=batch_size or self.batch_size, repeat=self.repeat, seed=seed,
                          device="cpu", **options)
 
     def __call__(self, text: str, threshold: float | None = None) -> tuple[float | None, dict, str | None]:
-        """(score, parts, None), or (None, {}, reason) when the proxy cannot score it.
+        """(score, parts, None), or (None, {}, reason) when the proxy cannot score it; for a set-relative proxy
+        (None, components, None).
 
         With early rejection on and a ``threshold`` (the population's lowest score
         when the child was made), a cheap estimate at ``early_batch`` comes first;
@@ -75,8 +81,13 @@ class Scorer:
             if estimate + self.early_margin < threshold:
                 return None, {"estimate": estimate}, (f"early: estimate {estimate:.4g} + margin {self.early_margin:g}"
                                                       f" < population minimum {threshold:.4g}")
+        from hwnas.search.proxies.base import SetRelativeProxy
+
+        proxy = self.proxy(seed)
         try:
-            result = self.proxy(seed).score(self.space, arch)
+            if isinstance(proxy, SetRelativeProxy):  # set-relative: the components; the search aggregates them (selection.py)
+                return None, proxy.components(self.space, arch), None
+            result = proxy.score(self.space, arch)
         except ProxyError as err:
             return None, {}, f"proxy: {one_line(err)}"
         except RuntimeError as err:  # torch could not run this network (e.g. out of memory): reject it, go on

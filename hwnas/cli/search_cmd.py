@@ -86,7 +86,8 @@ def _load_config(ctx: click.Context, param, value: str | None):
               help="Search space (list them with: hwnas models spaces).")
 @click.option("--population", type=BoundedInt(1, 1_000_000), default=512, show_default=True, help="Population size N.")
 @click.option("--iterations", type=BoundedInt(1, 10**9), default=480_000, show_default=True, help="Iterations T.")
-@click.option("--proxy", default="zen", show_default=True, help="Zero-shot proxy (zen, incorporated, ...).")
+@click.option("--proxy", help="Zero-shot proxy (zen, incorporated, meco_opt, az_nas, ...; hwnas proxies list). "
+              "Default: the space's: zen on the ZenNAS spaces, meco_opt on nb201 (lowest regret, README).")
 @click.option("--batch-size", type=BATCH, default=64, show_default=True, help="Proxy batch size.")
 @click.option("--repeat", type=REPEAT, default=1, show_default=True, help="Proxy repeats per candidate.")
 @click.option("--wz", type=BoundedFloat(-1e6, 1e6), help="Incorporated proxy: weight of the Zen-score.")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from torch import nn
 
@@ -125,6 +126,7 @@ class ZenNASSpace:
     resolution: int
     num_classes: int
     initial_text: str
+    default_proxy: ClassVar[str] = "zen"  # the proxy a search uses unless told otherwise
 
     # text <-> architecture
     def parse(self, text: str) -> Structure:

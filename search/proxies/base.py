@@ -116,12 +116,18 @@ class Proxy(ABC):
         Inside ``hwnas.search.score_cache.use(cache)`` a score (or the reason it failed) is computed once
         per settings and architecture and then read from the cache.
         """
+        return self._cached(space, arch, self._score)
+
+    def _cached(self, space, arch, compute, kind: str | None = None) -> ProxyResult:
+        """``compute(space, arch)`` through the active score cache (``kind`` tells other results of the same
+        settings apart, e.g. a set-relative proxy's components)."""
         from hwnas.search import score_cache
 
         cache = score_cache.active()
         if cache is None:
-            return self._score(space, arch)
-        key = cache.key(self.settings(), space.name, space.format(arch))
+            return compute(space, arch)
+        settings = self.settings() if kind is None else {**self.settings(), "result": kind}
+        key = cache.key(settings, space.name, space.format(arch))
         hit = cache.get(key)
         if hit is not None:
             value, parts, error = hit
@@ -129,7 +135,7 @@ class Proxy(ABC):
                 raise ProxyError(error)
             return ProxyResult(value, parts)
         try:
-            result = self._score(space, arch)
+            result = compute(space, arch)
         except ProxyError as err:
             cache.put(key, None, {}, str(err))
             raise
@@ -150,16 +156,16 @@ class Proxy(ABC):
             parts["std"] = float(torch.tensor(values, dtype=torch.float64).std().item())
         return ProxyResult(value, parts)
 
-    def _evaluate_once(self, space, arch, generator: torch.Generator) -> tuple[float, dict]:
-        """``evaluate``, with the ways a valid but degenerate network (or a batch too large for memory) defeats
-        a proxy as a ProxyError."""
+    def _evaluate_once(self, space, arch, generator: torch.Generator, evaluate=None):
+        """``evaluate`` (default: :meth:`evaluate`), with the ways a valid but degenerate network (or a batch too
+        large for memory) defeats a proxy as a ProxyError."""
         elements = self.batch_for(space) * 3 * self.resolution_for(space) ** 2
         if not self.deterministic and elements > MAX_INPUT_ELEMENTS:
             raise ProxyError(f"proxy {self.name!r}: a batch of {self.batch_for(space)} images of "
                              f"{self.resolution_for(space)}x{self.resolution_for(space)} holds {elements} values; "
                              f"expected at most {MAX_INPUT_ELEMENTS} (a smaller batch size or resolution)")
         try:
-            return self.evaluate(space, arch, generator)
+            return (evaluate or self.evaluate)(space, arch, generator)
         except RuntimeError as err:
             if not _out_of_memory(err):
                 raise
@@ -348,9 +354,18 @@ class SetRelativeProxy(Proxy):
         """One score per row of ``table`` (a sequence of component dicts), relative to that set."""
 
     def components(self, space, arch) -> dict[str, float]:
+        """The mean components over ``repeat`` evaluations (through the active score cache, as a score)."""
+        return dict(self._cached(space, arch, self._components, kind="components").parts)
+
+    def _components(self, space, arch) -> ProxyResult:
         g = self.generator()
-        rows = [self.evaluate_components(space, arch, g) for _ in range(1 if self.deterministic else self.repeat)]
-        return {k: sum(r[k] for r in rows) / len(rows) for k in self.component_names}
+        rows = [self._evaluate_once(space, arch, g, self.evaluate_components)
+                for _ in range(1 if self.deterministic else self.repeat)]
+        for row in rows:
+            for k in self.component_names:
+                if math.isnan(row[k]) or row[k] == math.inf:
+                    raise ProxyError(f"proxy {self.name!r}: component {k} is {row[k]}; the candidate is rejected")
+        return ProxyResult(0.0, {k: sum(r[k] for r in rows) / len(rows) for k in self.component_names})
 
     def score_set(self, space, archs) -> list[ProxyResult]:
         table = [self.components(space, a) for a in archs]
