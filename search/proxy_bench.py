@@ -12,7 +12,16 @@ is needed: the proxies see Gaussian inputs, never real images). Per proxy:
   proxy ranks first has an accuracy rank r among the m of the subset
   (1 = most accurate; a tie at the top of the proxy counts the mean rank of
   the tied ones); mbr is the mean of r/m in percent. 1 % would be a perfect
-  proxy (m = 100), 50 % a random one; lower is better.
+  proxy (m = 100), 50 % a random one; lower is better;
+- ``s_per_eval``: the median CPU seconds (``time.process_time``, so a frozen
+  or shared core does not inflate it) of one cell's evaluation, recorded in
+  the cache when the score was computed (NaN for scores cached before that).
+
+A set-relative proxy (``az_nas``) ranks each cell within the benchmarked
+sample, as its authors' NAS-Bench-201 figures do; its components are scored
+and cached as ordinary proxies, so its value for a cell depends on the
+sample. ``networks`` scores the networks built for another data set (the
+same cells) against this data set's accuracies.
 
 Scores are cached on disk, one append-only CSV per space and proxy settings,
 so a re-run, another data set with the same networks, or a larger sample
@@ -28,16 +37,17 @@ import json
 import math
 import os
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import stats
 
 from hwnas.atomic import atomic_write
-from hwnas.errors import HwnasError, ProxyError, one_line
+from hwnas.errors import HwnasError, ProxyError
 from hwnas.models.spaces.base import get_space
 from hwnas.search.proxies import get_proxy
 from hwnas.search.proxies.hybrid import evaluate_expression, parse_expression, referenced_names
@@ -103,7 +113,10 @@ def metrics(score, truth, mbr_subset: int = 100, mbr_trials: int = 1000, seed: i
 
 # -- the score cache -------------------------------------------------------------
 class ScoreCache:
-    """Append-only CSV of ``arch,value,error`` per (space, proxy settings); a torn last line is ignored."""
+    """Append-only CSV of ``arch,value,error,seconds`` per (space, proxy settings); a torn last line is ignored.
+
+    ``seconds`` is the CPU time (``time.process_time``) of the evaluation, so a frozen or shared core does not
+    inflate it; rows written before it was recorded have three fields (no time)."""
 
     def __init__(self, directory: Path | None, space_name: str, settings: dict):
         key = json.dumps({"space": space_name, **settings}, sort_keys=True, default=str)
@@ -112,22 +125,27 @@ class ScoreCache:
         self.path = None if directory is None else Path(directory) / f"{space_name}.{label}.{digest}.csv"
         self.key = key
         self.values: dict[str, tuple[float, str]] = {}
+        self.seconds: dict[str, float] = {}
         if self.path is not None and self.path.exists():
             with self.path.open(newline="") as f:
                 rows = list(csv.reader(f))
             for row in rows[1:]:
-                if len(row) != 3:
+                if len(row) not in (3, 4):
                     continue
                 try:
                     self.values[row[0]] = (float(row[1]) if row[1] else float("nan"), row[2])
+                    if len(row) == 4 and row[3]:
+                        self.seconds[row[0]] = float(row[3])
                 except ValueError:
                     continue
 
     def get(self, arch: str):
         return self.values.get(arch)
 
-    def put(self, arch: str, value: float, error: str = "") -> None:
+    def put(self, arch: str, value: float, error: str = "", seconds: float | None = None) -> None:
         self.values[arch] = (value, error)
+        if seconds is not None:
+            self.seconds[arch] = seconds
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,8 +153,9 @@ class ScoreCache:
         with self.path.open("a", newline="") as f:
             w = csv.writer(f)
             if new:
-                w.writerow(["arch", "value", "error"])
-            w.writerow([arch, "" if not math.isfinite(value) else repr(value), error])
+                w.writerow(["arch", "value", "error", "seconds"])
+            w.writerow([arch, "" if not math.isfinite(value) else repr(value), error,
+                        "" if seconds is None else f"{seconds:.6g}"])
             f.flush()
 
 
@@ -145,8 +164,9 @@ class ScoreCache:
 class BenchResult:
     dataset: str
     scores: pd.DataFrame  # arch, one column per proxy, accuracy
-    summary: pd.DataFrame  # proxy, spearman, kendall, top10_precision, mbr, n, failed
+    summary: pd.DataFrame  # proxy, spearman, kendall, top10_precision, mbr, n, failed, s_per_eval
     note: str = INPUT_NOTE
+    networks: str = ""  # the data set whose networks were scored (``dataset`` unless told otherwise)
 
 
 def sample_archs(n: int, seed: int, table: pd.DataFrame) -> list[str]:
@@ -158,49 +178,50 @@ def sample_archs(n: int, seed: int, table: pd.DataFrame) -> list[str]:
     return [table["arch"].iloc[i] for i in order[:n]]
 
 
-def _components(proxies: list[str]) -> tuple[list[str], dict]:
-    """The registered proxies to score and the parsed hybrid expressions."""
-    needed: list[str] = []
-    hybrids = {}
+def _set_relative(name: str) -> dict | None:
+    """For a registered set-relative proxy, its components' registered per-architecture proxies; else None."""
+    from hwnas.search.proxies.base import SetRelativeProxy, proxy_class
+
+    try:
+        cls = proxy_class(name)
+    except KeyError:
+        return None
+    if not issubclass(cls, SetRelativeProxy):
+        return None
+    parts = getattr(cls, "component_proxies", None)
+    if not parts:
+        raise HwnasError(f"set-relative proxy {name!r} names no per-architecture proxies for its components; "
+                         "the benchmark cannot score it")
+    return dict(parts)
+
+
+def _plan(proxies: list[str]) -> tuple[list[str], dict, dict, dict]:
+    """The registered per-architecture proxies to score; the parsed hybrid expressions; the set-relative proxies
+    with their component proxies; and, per column, the registered proxies whose evaluations it costs."""
     from hwnas.search.proxies import proxy_names
 
     registered = set(proxy_names())
+    hybrids, relative, costs = {}, {}, {}
     for p in proxies:
-        if p in registered:
-            needed.append(p)
+        parts = _set_relative(p) if p in registered else None
+        if parts is not None:
+            relative[p] = parts
+            costs[p] = list(dict.fromkeys(parts.values()))
+        elif p in registered:
+            costs[p] = [p]
         else:
-            tree = parse_expression(p)
-            hybrids[p] = tree
-            needed.extend(referenced_names(tree))
-    return list(dict.fromkeys(needed)), hybrids
+            hybrids[p] = parse_expression(p)
+            costs[p] = referenced_names(hybrids[p])
+            inner = [n for n in costs[p] if _set_relative(n) is not None]
+            if inner:
+                raise HwnasError(f"{inner[0]!r} ranks an architecture within a set and cannot be a term of the "
+                                 f"expression {p!r}; expected its components (docs/proxies.md)")
+    needed = list(dict.fromkeys(n for cost in costs.values() for n in cost))
+    return needed, hybrids, relative, costs
 
 
-def run_bench(dataset: str, proxies: list[str], sample: int, seed: int = 0, *, proxy_seed: int = 0,
-              out: str | Path | None = None, cache_dir: str | Path | None = "default",
-              progress: Callable[[int, int], None] | None = None, mbr_subset: int = 100, mbr_trials: int = 1000,
-              **options) -> BenchResult:
-    """Score a seeded NAS-Bench-201 sample with every proxy and compare with the trained accuracies.
-
-    ``options`` are the proxies' common options (resolution, batch_size,
-    repeat, device, dtype); ``proxy_seed`` seeds the proxies; ``progress`` is
-    called with (scores computed, scores to compute) when there is any to compute.
-    """
-    if dataset not in DATASETS:
-        raise HwnasError(f"unknown data set {dataset!r}; expected one of: {', '.join(DATASETS)}")
-    if not proxies:
-        raise HwnasError("no proxies given; expected e.g. --proxies zen,synflow,naswot")
-    space = get_space(DATASETS[dataset])
-    from hwnas.models.spaces.nb201 import accuracy_table
-
-    table = accuracy_table()
-    truth = dict(zip(table["arch"], table[dataset]))
-    archs = sample_archs(sample, seed, table)
-    needed, hybrids = _components(proxies)
-    if cache_dir == "default":
-        cache_dir = default_cache_dir()
-    scorers = {p: get_proxy(p, seed=proxy_seed, **options) for p in needed}
-    caches = {p: ScoreCache(cache_dir, space.name, scorers[p].settings()) for p in needed}
-
+def _score_all(space, archs, needed, scorers, caches, progress) -> None:
+    """Score every (architecture, proxy) not in the caches yet, timing each evaluation in CPU seconds."""
     todo = sum(1 for a in archs for p in needed if caches[p].get(a) is None)
     progress = progress if todo else None
     done = 0
@@ -212,34 +233,88 @@ def run_bench(dataset: str, proxies: list[str], sample: int, seed: int = 0, *, p
             if caches[p].get(a) is not None:
                 continue
             arch = arch if arch is not None else space.parse(a)
+            start = time.process_time()
             try:
-                caches[p].put(a, scorers[p].score(space, arch).value)
+                value, error = scorers[p].score(space, arch).value, ""
             except ProxyError as err:
-                caches[p].put(a, float("nan"), str(err))
+                value, error = float("nan"), str(err)
+            caches[p].put(a, value, error, time.process_time() - start)
             done += 1
             if progress:
                 progress(done, todo)
 
+
+def _hybrid_column(tree, text: str, values: dict, n: int) -> list[float]:
+    col = []
+    for i in range(n):
+        vals = {name: values[name][i] for name in referenced_names(tree)}
+        try:
+            if not all(math.isfinite(v) for v in vals.values()):
+                raise ProxyError("a component failed")
+            col.append(evaluate_expression(tree, vals, text))
+        except ProxyError:
+            col.append(float("nan"))
+    return col
+
+
+def seconds_per_eval(caches: dict, names: list[str], archs: list[str]) -> float:
+    """Median over the cells of the CPU seconds their evaluation by ``names`` took (summed over the names);
+    only cells timed for every name count (NaN if none was: scores cached before times were recorded)."""
+    per_cell = [sum(caches[n].seconds[a] for n in names) for a in archs
+                if all(a in caches[n].seconds for n in names)]
+    return float(np.median(per_cell)) if per_cell else float("nan")
+
+
+def run_bench(dataset: str, proxies: list[str], sample: int, seed: int = 0, *, proxy_seed: int = 0,
+              out: str | Path | None = None, cache_dir: str | Path | None = "default",
+              progress: Callable[[int, int], None] | None = None, mbr_subset: int = 100, mbr_trials: int = 1000,
+              networks: str | None = None, **options) -> BenchResult:
+    """Score a seeded NAS-Bench-201 sample with every proxy and compare with the trained accuracies.
+
+    ``options`` are the proxies' common options (resolution, batch_size,
+    repeat, device, dtype); ``proxy_seed`` seeds the proxies; ``progress`` is
+    called with (scores computed, scores to compute) when there is any to compute.
+    ``networks`` scores the networks built for another data set (the same
+    cells; e.g. ``cifar10``: 32×32 inputs, 10 classes) against ``dataset``'s
+    accuracies. A set-relative proxy (``az_nas``) ranks each cell within
+    the sample, as its authors do; its components are scored and cached as
+    ordinary proxies.
+    """
+    for name in (dataset, networks or dataset):
+        if name not in DATASETS:
+            raise HwnasError(f"unknown data set {name!r}; expected one of: {', '.join(DATASETS)}")
+    if not proxies:
+        raise HwnasError("no proxies given; expected e.g. --proxies zen,synflow,naswot")
+    networks = networks or dataset
+    space = get_space(DATASETS[networks])
+    from hwnas.models.spaces.nb201 import accuracy_table
+
+    table = accuracy_table()
+    truth = dict(zip(table["arch"], table[dataset]))
+    archs = sample_archs(sample, seed, table)
+    needed, hybrids, relative, costs = _plan(proxies)
+    if cache_dir == "default":
+        cache_dir = default_cache_dir()
+    scorers = {p: get_proxy(p, seed=proxy_seed, **options) for p in needed}
+    caches = {p: ScoreCache(cache_dir, space.name, scorers[p].settings()) for p in needed}
+    _score_all(space, archs, needed, scorers, caches, progress)
+
+    values = {p: [caches[p].get(a)[0] for a in archs] for p in needed}
+    for name, parts in relative.items():
+        # a rejected component (NaN here: its ProxyError) ranks last, as -inf does in the aggregation
+        rows = [{k: (-math.inf if math.isnan(values[p][i]) else values[p][i]) for k, p in parts.items()}
+                for i in range(len(archs))]
+        values[name] = get_proxy(name, seed=proxy_seed, **options).aggregate(rows)
     data = {"arch": archs}
     for p in proxies:
-        if p in hybrids:
-            col = []
-            for a in archs:
-                vals = {n: caches[n].get(a)[0] for n in referenced_names(hybrids[p])}
-                try:
-                    if not all(math.isfinite(v) for v in vals.values()):
-                        raise ProxyError("a component failed")
-                    col.append(evaluate_expression(hybrids[p], vals, p))
-                except ProxyError:
-                    col.append(float("nan"))
-            data[p] = col
-        else:
-            data[p] = [caches[p].get(a)[0] for a in archs]
+        data[p] = _hybrid_column(hybrids[p], p, values, len(archs)) if p in hybrids else values[p]
     data["accuracy"] = [truth[a] for a in archs]
     scores = pd.DataFrame(data)
-    rows = [{"proxy": p, **metrics(scores[p], scores["accuracy"], mbr_subset, mbr_trials, seed)} for p in proxies]
-    summary = pd.DataFrame(rows, columns=["proxy", "spearman", "kendall", "top10_precision", "mbr", "n", "failed"])
-    result = BenchResult(dataset, scores, summary)
+    rows = [{"proxy": p, **metrics(scores[p], scores["accuracy"], mbr_subset, mbr_trials, seed),
+             "s_per_eval": seconds_per_eval(caches, costs[p], archs)} for p in proxies]
+    summary = pd.DataFrame(rows, columns=["proxy", "spearman", "kendall", "top10_precision", "mbr", "n", "failed",
+                                          "s_per_eval"])
+    result = BenchResult(dataset, scores, summary, networks=networks)
     if out is not None:
         write_result(result, Path(out))
     return result
@@ -255,79 +330,5 @@ def write_result(result: BenchResult, out: Path) -> None:
     _atomic_csv(result.summary, out / "summary.csv")
 
 
-# -- fitting a hybrid ----------------------------------------------------------------
-def read_scores(path, target: str = "accuracy") -> pd.DataFrame:
-    """A benchmark's scores.csv (as ``run_bench`` writes it); HwnasError if it is no such table."""
-    try:
-        scores = pd.read_csv(path)
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        reason = one_line(err, 200)
-        raise HwnasError(f"{path} is not a readable CSV table ({reason}); expected the scores.csv of "
-                         "`hwnas proxies bench --out`") from None
-    if target not in scores.columns:
-        raise HwnasError(f"{path} has no {target!r} column; expected the scores.csv of `hwnas proxies bench --out`")
-    return scores
-
-
-def fit_hybrid(scores: pd.DataFrame, terms: list[str], target: str = "accuracy") -> dict:
-    """Weights of a linear combination of ``terms`` (expressions over the score columns) maximising
-    Spearman's ρ with ``target`` on ``scores``; returns the expression and its fitted ρ.
-
-    Start: least squares of the accuracy ranks on the standardised terms;
-    then Nelder–Mead on −ρ. Weights are rescaled to raw units and normalised
-    so that the first term's weight is 1.
-    """
-    if not terms:
-        raise HwnasError("no terms to fit; expected ';'-separated expressions over the score columns")
-    trees = [parse_expression(t) for t in terms]
-    cols = []
-    for t, tree in zip(terms, trees):
-        names = referenced_names(tree)
-        col = []
-        for _, row in scores.iterrows():
-            try:
-                col.append(evaluate_expression(tree, {n: float(row[n]) for n in names}, t))
-            except (ProxyError, KeyError, ValueError):
-                col.append(float("nan"))
-        cols.append(col)
-    x = np.array(cols, float).T
-    try:
-        y = scores[target].to_numpy(float)
-    except (ValueError, TypeError):
-        raise HwnasError(f"the {target!r} column is not numeric; expected the scores.csv of "
-                         "`hwnas proxies bench`") from None
-    ok = np.isfinite(x).all(axis=1) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if len(y) < len(terms) + 3:
-        raise HwnasError(f"too few complete rows ({len(y)}) to fit {len(terms)} terms")
-    with np.errstate(all="ignore"):  # an overflow is reported below, as one error
-        mu, sd = x.mean(axis=0), x.std(axis=0)
-        sd[sd == 0] = 1.0
-        z = (x - mu) / sd
-    if not np.isfinite(z).all():  # LAPACK would print its own complaint before failing
-        raise HwnasError("the terms cannot be fitted: their values overflow when standardised; expected terms of "
-                         "moderate size (take log() of large ones)")
-    ranks = stats.rankdata(y)
-    try:
-        w0, *_ = np.linalg.lstsq(np.c_[z, np.ones(len(z))], ranks, rcond=None)
-    except np.linalg.LinAlgError as err:
-        raise HwnasError(f"the terms cannot be fitted ({err}); expected terms with finite, varying values") from None
-    w0 = w0[:-1]
-
-    def loss(w):
-        return -spearman(z @ w, y)
-
-    best = optimize.minimize(loss, w0, method="Nelder-Mead",
-                             options={"maxiter": 2000, "xatol": 1e-4, "fatol": 1e-6})
-    w = best.x if -best.fun >= -loss(w0) else w0
-    raw = w / sd
-    if raw[0] != 0:
-        raw = raw / abs(raw[0])
-    expression = "+".join(f"({c:.6g})*{t}" if i else f"{c:.6g}*{t}" for i, (c, t) in enumerate(zip(raw, terms)))
-    expression = expression.replace("+(-", "-(")
-    return {"expression": expression, "weights": dict(zip(terms, map(float, raw))),
-            "spearman": spearman(x @ raw, y), "n": int(len(y))}
-
-
-__all__ = ["run_bench", "fit_hybrid", "metrics", "spearman", "kendall", "top_precision", "mean_best_rank",
+__all__ = ["run_bench", "metrics", "spearman", "kendall", "top_precision", "mean_best_rank", "seconds_per_eval",
            "ScoreCache", "BenchResult", "DATASETS", "INPUT_NOTE"]

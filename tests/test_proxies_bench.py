@@ -11,8 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from hwnas.cli.main import cli
-from hwnas.search.proxy_bench import (ScoreCache, fit_hybrid, kendall, mean_best_rank, metrics, run_bench,
-                                      spearman, top_precision)
+from hwnas.errors import HwnasError
+from hwnas.search.proxy_bench import (ScoreCache, kendall, mean_best_rank, metrics, run_bench, spearman,
+                                      top_precision)
+from hwnas.search.proxy_fit import fit_hybrid, report
 
 
 def _ranks(v):
@@ -95,6 +97,99 @@ def test_fit_hybrid_recovers_a_combination():
     fit = fit_hybrid(df, ["zen", "log(flops)"])
     assert fit["spearman"] > 0.99
     assert fit["weights"]["log(flops)"] == pytest.approx(2.0, rel=0.1)
+
+
+def test_seconds_per_eval_is_the_median_of_the_recorded_times(tmp_path):
+    from hwnas.models.spaces.nb201 import accuracy_table
+    from hwnas.search.proxies import get_proxy
+    from hwnas.search.proxy_bench import sample_archs
+
+    archs = sample_archs(5, 0, accuracy_table())
+    settings = get_proxy("params").settings()
+    cache = ScoreCache(tmp_path, "nb201", settings)
+    flops = ScoreCache(tmp_path, "nb201", get_proxy("flops").settings())
+    for i, (a, t) in enumerate(zip(archs, [0.5, 0.1, 0.4, 0.2, 0.3])):
+        cache.put(a, float(i + 1), "", t)
+        flops.put(a, 1.0, "", 1.0 + i)
+    result = run_bench("cifar10", ["params", "params+flops"], 5, seed=0, cache_dir=tmp_path, mbr_trials=5)
+    # a hybrid costs its components, cell by cell: 1.5, 2.1, 3.4, 4.2, 5.3
+    assert result.summary["s_per_eval"].tolist() == pytest.approx([0.3, 3.4])
+    assert result.scores["params"].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]  # read from the cache, not recomputed
+    # a cache written before times were recorded (three fields a row) still reads; its time is unknown
+    old = tmp_path / "old"
+    old.mkdir()
+    path = ScoreCache(old, "nb201", settings).path
+    path.write_text("arch,value,error\n" + "".join(f"{a},{i}.0,\n" for i, a in enumerate(archs)))
+    again = run_bench("cifar10", ["params"], 5, seed=0, cache_dir=old, mbr_trials=5)
+    assert again.scores["params"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert np.isnan(again.summary["s_per_eval"][0])
+
+
+def test_networks_of_another_data_set_against_this_ones_accuracies(tmp_path):
+    from hwnas.models.spaces.nb201 import accuracy_table
+
+    mixed = run_bench("cifar100", ["flops"], 12, seed=4, cache_dir=None, networks="cifar10", mbr_trials=5)
+    c10 = run_bench("cifar10", ["flops"], 12, seed=4, cache_dir=None, mbr_trials=5)
+    c100 = run_bench("cifar100", ["flops"], 12, seed=4, cache_dir=None, mbr_trials=5)
+    assert mixed.networks == "cifar10"
+    assert mixed.scores["flops"].tolist() == c10.scores["flops"].tolist()
+    assert mixed.scores["flops"].tolist() != c100.scores["flops"].tolist()  # a 100-class head has more FLOPs
+    table = accuracy_table().set_index("arch")
+    assert mixed.scores["accuracy"].tolist() == table.loc[mixed.scores["arch"], "cifar100"].tolist()
+
+
+def test_az_nas_ranks_within_the_sample(tmp_path):
+    result = run_bench("cifar10", ["az_nas", "az_expressivity", "az_progressivity", "az_trainability", "flops"], 6,
+                       seed=0, cache_dir=tmp_path, batch_size=4, mbr_trials=5)
+    s = result.scores
+    # by hand: sum over the four components of log(ascending rank / n); a rejected component (NaN) ranks last
+    expected = sum(np.log(s[c].rank(method="average", na_option="top") / len(s))
+                   for c in ("az_expressivity", "az_progressivity", "az_trainability", "flops"))
+    assert s["az_nas"].to_numpy() == pytest.approx(expected.to_numpy())
+    assert result.summary.set_index("proxy").loc["az_nas", "s_per_eval"] > 0
+    with pytest.raises(HwnasError, match="within a set"):  # a hybrid's term is per architecture
+        run_bench("cifar10", ["az_nas+flops"], 6, seed=0, cache_dir=tmp_path)
+
+
+def test_sample_all_is_every_cell():
+    from click import BadParameter
+
+    from hwnas.cli.proxies_cmd import SampleSize
+
+    assert SampleSize().convert("all", None, None) == 15625
+    assert SampleSize().convert("3000", None, None) == 3000
+    with pytest.raises(BadParameter):
+        SampleSize().convert("15626", None, None)
+
+
+def test_fit_with_holdout_reports_the_rows_it_did_not_see(tmp_path):
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=300), rng.normal(size=300)
+    acc = a + 2 * b + rng.normal(size=300)
+    df = pd.DataFrame({"arch": [f"c{i}" for i in range(300)], "zen": a, "flops": np.exp(b), "accuracy": acc})
+    fit = fit_hybrid(df, ["zen", "log(flops)"], holdout=0.25)
+    assert fit["fitted_rows"] == 225 and fit["held_out_archs"] == [f"c{i}" for i in range(225, 300)]
+    w = fit["weights"]["log(flops)"]
+    held = df.iloc[225:]
+    by_hand = np.corrcoef(_ranks(held["zen"] + w * b[225:]), _ranks(held["accuracy"]))[0, 1]
+    assert fit["held_out"]["spearman"] == pytest.approx(by_hand, abs=1e-4)  # the printed weights: 6 digits
+    # the same expression on another table, restricted to the held-out cells
+    other = df.assign(accuracy=-df["accuracy"])
+    assert report(other, fit["expression"], archs=fit["held_out_archs"])["spearman"] == pytest.approx(
+        -fit["held_out"]["spearman"])
+
+
+def test_cli_fit_holdout_and_report(tmp_path):
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=60)
+    path = tmp_path / "scores.csv"
+    pd.DataFrame({"arch": [f"c{i}" for i in range(60)], "zen": a, "accuracy": a}).to_csv(path, index=False)
+    res = CliRunner().invoke(cli, ["proxies", "fit", str(path), "--terms", "zen", "--holdout", "0.5", "--report",
+                                   str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)["reports"]
+    assert [(r["cells"], r["n"]) for r in rows] == [("fitted", 30), ("held out", 30), ("all", 60), ("held out", 30)]
+    assert all(r["spearman"] == pytest.approx(1.0) for r in rows)
 
 
 def test_cli_bench_and_score(tmp_path):

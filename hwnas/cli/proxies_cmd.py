@@ -6,7 +6,7 @@ import ast
 
 import click
 
-from hwnas.cli.options import BATCH, REPEAT, RESOLUTION, SEED, BoundedInt, Device, InputFile, OutputDir
+from hwnas.cli.options import BATCH, REPEAT, RESOLUTION, SEED, BoundedFloat, BoundedInt, Device, InputFile, OutputDir
 from hwnas.cli.output import echo_json, echo_table, progress_bar
 from hwnas.errors import HwnasError
 
@@ -28,6 +28,21 @@ _COMMON = [
                  help="A proxy-specific option, e.g. --set transform=sqrt --set wz=0.8 --set beta=10 "
                       "(repeatable)."),
 ]
+
+
+NB201_CELLS = 15625
+
+
+class SampleSize(BoundedInt):
+    """A number of NAS-Bench-201 cells, 3 to all of them; ``all`` is every cell."""
+
+    def __init__(self):
+        super().__init__(3, NB201_CELLS)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.strip().lower() == "all":
+            return NB201_CELLS
+        return super().convert(value, param, ctx)
 
 
 # Options every proxy takes, given with their own flags (never with --set).
@@ -158,8 +173,12 @@ def list_cmd(as_json: bool) -> None:
 @click.option("--proxies", "proxy_list", required=True,
               help="Comma-separated proxies or hybrid expressions, e.g. zen,synflow,naswot,'synflow*flops'. "
                    "Use ';' as separator when an expression contains a comma.")
-@click.option("--sample", type=BoundedInt(3, 15625), default=1000, show_default=True,
-              help="Number of architectures (the first N of a seeded permutation: samples are nested).")
+@click.option("--networks", type=click.Choice(["cifar10", "cifar100", "imagenet16"]), default=None,
+              help="Score the networks built for this data set (the same cells) against --dataset's accuracies "
+                   "(default: --dataset's own networks), e.g. to reuse the CIFAR-10 scores.")
+@click.option("--sample", type=SampleSize(), default="1000", show_default=True,
+              help="Number of architectures, or 'all' (15625): the first N of a seeded permutation, so samples "
+                   "are nested.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the sample (and of mBR's subsets).")
 @click.option("--proxy-seed", type=SEED, default=0, show_default=True, help="Seed of the proxies.")
 @click.option("--out", type=OutputDir(), default=None, help="Write scores.csv and summary.csv here.")
@@ -169,19 +188,22 @@ def list_cmd(as_json: bool) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @_common
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def bench(space, dataset, proxy_list, sample, seed, proxy_seed, out, cache, no_cache, no_progress, resolution,
+def bench(space, dataset, networks, proxy_list, sample, seed, proxy_seed, out, cache, no_cache, no_progress, resolution,
           batch_size, repeat, device, dtype, bn_term, se, settings, as_json) -> None:
     """Rank correlation of proxies with NAS-Bench-201 trained accuracies.
 
-    Reports Spearman, Kendall tau, top-10% precision and NAS-Bench-Zero's
-    mBR per proxy. The proxies see Gaussian inputs, not the data set's
-    images. Scores are cached, so a re-run or a larger sample only scores
-    what is new.
+    Reports Spearman, Kendall tau, top-10% precision, NAS-Bench-Zero's mBR
+    and the median CPU seconds per evaluation per proxy. The proxies see
+    Gaussian inputs, not the data set's images. Scores are cached, so a
+    re-run or a larger sample only scores what is new. A set-relative proxy
+    (az_nas) ranks each cell within the benchmarked sample, as its authors do.
 
     \b
     Example:
       hwnas proxies bench --dataset cifar10 --proxies zen,synflow,naswot,grad_norm,snip,flops,params --sample 1000 --out runs/nb201-c10
       hwnas proxies bench --dataset imagenet16 --proxies 'naswot+0.1*log(synflow)' --sample 1000
+      hwnas proxies bench --dataset cifar100 --networks cifar10 --proxies meco_opt,az_nas --sample 3000
+      hwnas proxies bench --dataset cifar10 --proxies flops,params --sample all
     """
     from hwnas.search.proxy_bench import INPUT_NOTE, default_cache_dir, run_bench
 
@@ -197,12 +219,13 @@ def bench(space, dataset, proxy_list, sample, seed, proxy_seed, out, cache, no_c
     with progress_bar(f"scoring {dataset}", "score", enabled=not no_progress) as progress:
         result = run_bench(dataset, names, sample, seed, proxy_seed=proxy_seed, out=out,
                            cache_dir=None if no_cache else (cache or default_cache_dir()), progress=progress,
-                           **options)
+                           networks=networks, **options)
     if as_json:
-        echo_json({"dataset": dataset, "sample": sample, "seed": seed, "note": INPUT_NOTE,
-                   "summary": result.summary.to_dict(orient="records")})
+        echo_json({"dataset": dataset, "networks": result.networks, "sample": sample, "seed": seed,
+                   "note": INPUT_NOTE, "summary": result.summary.to_dict(orient="records")})
         return
-    click.echo(f"NAS-Bench-201 {dataset}, {sample} architectures (seed {seed}); {INPUT_NOTE}")
+    built = "" if result.networks == dataset else f" (scores of the {result.networks} networks)"
+    click.echo(f"NAS-Bench-201 {dataset}{built}, {sample} architectures (seed {seed}); {INPUT_NOTE}")
     echo_table(result.summary.to_dict(orient="records"), list(result.summary.columns))
     if out:
         click.echo(f"wrote {out}/scores.csv and {out}/summary.csv")
@@ -212,25 +235,49 @@ def bench(space, dataset, proxy_list, sample, seed, proxy_seed, out, cache, no_c
 @click.argument("scores_csv", type=InputFile())
 @click.option("--terms", required=True,
               help="';'-separated terms over the score columns, e.g. 'naswot;log(synflow);log(flops)'.")
+@click.option("--holdout", type=BoundedFloat(0.0, 1.0, max_open=True), default=0.0, show_default=True,
+              help="Leave the last fraction of the rows out of the fit and report on them (the rows are a seeded "
+                   "random sample in sample order, so this is a random split).")
+@click.option("--report", "reports", type=InputFile(), multiple=True,
+              help="Another scores.csv (e.g. CIFAR-100's accuracies of the same cells) to report the fitted "
+                   "expression on, on all its rows and on the held-out cells (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def fit(scores_csv, terms, as_json) -> None:
+def fit(scores_csv, terms, holdout, reports, as_json) -> None:
     """Fit the weights of a hybrid on a benchmark's scores.csv (maximising Spearman).
 
-    Use the printed expression with `proxies bench` on another data set to
-    see how it transfers.
+    With --holdout the expression is reported on cells it was not fitted
+    on; with --report on other data sets' accuracies.
 
     \b
     Example:
       hwnas proxies fit runs/nb201-c10/scores.csv --terms 'naswot;log(synflow);log(flops)'
+      hwnas proxies fit runs/c10/scores.csv --terms 'log(meco_opt);log(synflow)' --holdout 0.5 \\
+          --report runs/c100/scores.csv --report runs/in16/scores.csv
     """
-    from hwnas.search.proxy_bench import fit_hybrid, read_scores
+    from hwnas.search.proxy_fit import fit_hybrid, read_scores, report
 
-    result = fit_hybrid(read_scores(scores_csv), [t.strip() for t in terms.split(";") if t.strip()])
+    result = fit_hybrid(read_scores(scores_csv), [t.strip() for t in terms.split(";") if t.strip()], holdout=holdout)
+    held = result.pop("held_out_archs", None)
+    rows = [{"scores": str(scores_csv), "cells": "fitted", **_brief(result, "spearman")}]
+    if "held_out" in result:
+        rows.append({"scores": str(scores_csv), "cells": "held out", **_brief(result["held_out"])})
+    for path in reports:
+        other = read_scores(path)
+        rows.append({"scores": str(path), "cells": "all", **_brief(report(other, result["expression"]))})
+        if held:
+            rows.append({"scores": str(path), "cells": "held out",
+                         **_brief(report(other, result["expression"], archs=held))})
     if as_json:
-        echo_json(result)
+        echo_json({**result, "reports": rows})
         return
     click.echo(f"expression  {result['expression']}")
-    click.echo(f"spearman    {result['spearman']:.4f} (fitted on {result['n']} rows)")
+    echo_table(rows, ["scores", "cells", "n", "spearman", "kendall", "top10_precision", "mbr"])
+
+
+def _brief(m: dict, only: str | None = None) -> dict:
+    if only:
+        return {"n": m["n"], only: m[only]}
+    return {k: m[k] for k in ("n", "spearman", "kendall", "top10_precision", "mbr")}
 
 
 commands = [score, proxies]

@@ -138,6 +138,9 @@ def log_rank_sum(table, names=COMPONENTS) -> list[float]:
 @register_proxy("az_nas")
 class AZNAS(SetRelativeProxy):
     component_names = COMPONENTS
+    # the registered per-architecture proxy that holds each component (the benchmark scores and caches these)
+    component_proxies = {"expressivity": "az_expressivity", "progressivity": "az_progressivity",
+                         "trainability": "az_trainability", "complexity": "flops"}
 
     def evaluate_components(self, space, arch, generator):
         return az_components(self, space, arch, generator)
