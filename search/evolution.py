@@ -89,11 +89,6 @@ class SearchConfig:
 
 
 
-def default_proxy(space) -> str:
-    """The proxy a search of ``space`` uses unless told otherwise: the space's ``default_proxy``, else zen."""
-    return getattr(space, "default_proxy", "zen")
-
-
 @dataclass
 class Prepared:
     space: Any
@@ -128,7 +123,7 @@ def prepare(config: SearchConfig, latency_batch: int | None = None) -> Prepared:
         raise HwnasError("population, batch size and workers must be >= 1 and iterations >= 0")
     space = get_space(config.space)
     if config.proxy is None:
-        config = replace(config, proxy=default_proxy(space))
+        config = replace(config, proxy=space.default_proxy)
     budgets = config.budgets
     budgets.validate()
     from hwnas.models.spaces.base import StructureSpace

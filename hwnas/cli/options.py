@@ -7,6 +7,7 @@ states what was expected (click turns it into a usage error, exit status 2).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import click
 
@@ -112,11 +113,12 @@ class Device(click.ParamType):
         return value
 
 
-class _Checked(click.ParamType):
+class _Checked(click.ParamType, ABC):
     """A path argument checked at parse time by :meth:`check`, whose HwnasError becomes the usage error."""
 
+    @abstractmethod
     def check(self, value) -> None:
-        raise NotImplementedError
+        """Raise HwnasError naming what is wrong with ``value``."""
 
     def convert(self, value, param, ctx):
         try:

@@ -6,7 +6,6 @@ latency's concern: :mod:`hwnas.latency.kernels`). Adding a space is one new file
 in this package that defines a class with these methods and registers a factory
 with ``@register_space``; the registry imports every module of the package.
 
-A space may name the proxy a search of it uses unless told otherwise (``default_proxy``; zen where it does not).
 
 Capabilities beyond :class:`Space` are protocols of their own, checked with
 ``isinstance``: :class:`FiniteSpace` (every architecture can be listed) and
@@ -30,6 +29,7 @@ class Space(Protocol):
     name: str  # registry name, e.g. "imagenet224"
     resolution: int  # input resolution the space is searched at
     num_classes: int
+    default_proxy: str  # the proxy a search of the space uses unless told otherwise
 
     def parse(self, text: str) -> Hashable:
         """An architecture from its text; raises StructureError on malformed text."""
