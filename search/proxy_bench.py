@@ -188,7 +188,7 @@ def _set_relative(name: str) -> dict | None:
         return None
     if not issubclass(cls, SetRelativeProxy):
         return None
-    parts = getattr(cls, "component_proxies", None)
+    parts = cls.component_proxies
     if not parts:
         raise HwnasError(f"set-relative proxy {name!r} names no per-architecture proxies for its components; "
                          "the benchmark cannot score it")

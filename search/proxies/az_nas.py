@@ -138,7 +138,6 @@ def log_rank_sum(table, names=COMPONENTS) -> list[float]:
 @register_proxy("az_nas")
 class AZNAS(SetRelativeProxy):
     component_names = COMPONENTS
-    # the registered per-architecture proxy that holds each component (the benchmark scores and caches these)
     component_proxies = {"expressivity": "az_expressivity", "progressivity": "az_progressivity",
                          "trainability": "az_trainability", "complexity": "flops"}
 

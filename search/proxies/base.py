@@ -344,6 +344,8 @@ class SetRelativeProxy(Proxy):
     """
 
     component_names: ClassVar[tuple[str, ...]] = ()
+    # Component name -> the registered per-architecture proxy that computes it (what a benchmark scores and caches).
+    component_proxies: ClassVar[dict[str, str]] = {}
 
     @abstractmethod
     def evaluate_components(self, space, arch, generator: torch.Generator) -> dict[str, float]:
