@@ -189,10 +189,14 @@ class PartTable:
         if group is None:
             rows = self._raw_groups.get(key)
             if rows is None:
+                hint = ("profiles measured before the depthwise kernels of inverted-residual (IDW) blocks were in "
+                        "the grid lack them: use one that has them (the shipped ort-cpu1-b1-imagenet224-avx2) or "
+                        "profile this machine" if part.op.startswith("dw") else
+                        "was it measured for another space?")
                 raise ProfileError(
                     f"the profile has no measurements for op {part.op} (stride={part.stride}, first={part.first}, "
                     f"se={part.se}) at input resolution {part.resolution}; the profile's grid does not cover this "
-                    "part of the architecture (was it measured for another space?)")
+                    f"part of the architecture ({hint})")
             spec = conv_spec(rows[0][0])
             if spec is not None and rows[0][0].op.startswith("dw"):  # depthwise: one width (in = out)
                 group = KernelGrid({(1, p.cout): ms for p, ms in rows}, self.block)

@@ -55,8 +55,8 @@ RESPREAD = 0.15
 # Each part is the fastest of this many fresh sessions (as a whole network is the fastest of its passes), its
 # repeats split between them: timing.timed_sessions.
 PART_SESSIONS = 3
-PART_TIMING = (f"median over repeats in the fastest of {PART_SESSIONS} sessions, drift-corrected by an interleaved "
-               "reference part")
+PART_TIMING = (f"median over repeats in the fastest of {PART_SESSIONS} sessions, in a shuffled order, drift-corrected "
+               "by an interleaved reference part")
 # Calibration networks by default: with 80, fresh imagenet224 networks were within ±10% for 96% on average (over
 # splits of 130 measured networks); with 129, 98-99% (docs/latency.md).
 NETWORKS = 240
@@ -202,7 +202,10 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
     done_nets = {(r["key"], r["pass"]) for r in journal.records if r["kind"] == "network"}
     ref = _reference_part(grid_parts)
     nets = sample_networks(space, networks, seed + 1_000_003) if networks else []
-    pending = [(_key(p), p) for p in grid_parts if _key(p) not in done]
+    # Parts in a seeded shuffle, not grid order: an episode of load from elsewhere (minutes) then slows parts of
+    # many positions a little instead of all of one position's together, and a network's sum over its parts
+    # averages such errors out instead of inheriting one position's bias.
+    pending = [(_key(p), p) for p in random.Random(seed).sample(grid_parts, len(grid_parts)) if _key(p) not in done]
     # whole networks in passes over all of them (pass-major, so passes are minutes apart), see measure_interleaved
     by_key = {space.format(a): a for a in nets}
     keys = list(by_key)

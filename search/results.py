@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hwnas.atomic import folder_lock
 from hwnas.errors import BudgetError
 from hwnas.search.budgets import Metrics
 from hwnas.search.checkpoint import write_json, write_parquet, write_text
@@ -113,16 +114,17 @@ def measure_best(out: str | Path, profile: str | None = None) -> dict:
     from hwnas.latency.validate import measure_end_to_end
     from hwnas.models.spaces.base import get_space
 
-    run = read_run(out)
-    summary = read_json(run.summary_path)
-    space = get_space(run.space)
-    prof = Profile.for_space(space, profile or run.profile)
-    arch = space.parse(summary["best_structure"])
-    predicted = float(Predictor(prof).predict_ms(arch))
-    measured = float(measure_end_to_end(prof, arch))
-    summary.update({"predicted_ms": predicted, "measured_ms": measured,
-                    "prediction_error_pct": 100.0 * (predicted / measured - 1.0),
-                    "measured_with": {"profile": prof.name, "backend": prof.backend, "batch": prof.batch,
-                                      "hash": prof.hash}})
-    write_json(run.summary_path, summary)
+    with folder_lock(out):  # no search may resume into the folder while its summary is read and rewritten
+        run = read_run(out)
+        summary = read_json(run.summary_path)
+        space = get_space(run.space)
+        prof = Profile.for_space(space, profile or run.profile)
+        arch = space.parse(summary["best_structure"])
+        predicted = float(Predictor(prof).predict_ms(arch))
+        measured = float(measure_end_to_end(prof, arch))
+        summary.update({"predicted_ms": predicted, "measured_ms": measured,
+                        "prediction_error_pct": 100.0 * (predicted / measured - 1.0),
+                        "measured_with": {"profile": prof.name, "backend": prof.backend, "batch": prof.batch,
+                                          "hash": prof.hash}})
+        write_json(run.summary_path, summary)
     return summary

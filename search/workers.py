@@ -146,6 +146,21 @@ def _ray_score(kwargs: dict, text: str, threshold: float | None):
     return _RAY_SCORERS[key](text, threshold)
 
 
+def _check_reachable(address: str) -> None:
+    """Refuse, in one line and at once, a host:port where nothing listens (Ray itself retries for half a minute
+    and prints pages of warnings first)."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as err:
+        raise HwnasError(f"--ray {address}: nothing answers there ({err.strerror or err}); expected the address of "
+                         f"a running Ray cluster (ray start --head)") from None
+
+
 class RayPool:
     """Candidate scoring as Ray tasks on an existing cluster; results come back as futures."""
 
@@ -156,6 +171,7 @@ class RayPool:
             raise HwnasError("--ray needs Ray: pip install 'hwnas[ray]'") from None
         self.ray = ray
         if not ray.is_initialized():
+            _check_reachable(address)
             try:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
                          logging_level="ERROR", configure_logging=False)

@@ -190,3 +190,22 @@ def test_listing_says_which_device_and_whether_it_fits_here():
         imported = meta.get("source", {}).get("kind") == "imported"
         assert row["source"].startswith("imported: " if imported else "measured by profile-device")
         assert row["host_differences"] == host_differences(meta) and row["fits_host"] == (not host_differences(meta))
+
+
+def test_a_shipped_imagenet_profile_covers_every_position_of_the_grid_idw_included():
+    """Every (op, stride, resolution, first, se) position the decomposition's grid holds, the depthwise kernels of
+    the ZenNet zoo's inverted-residual blocks among them, is in the shipped -avx2 profile; the zoo predicts."""
+    from hwnas.cli.resolve import resolve_arch
+    from hwnas.latency.kernels import kernels_for
+    from hwnas.latency.predictor import Predictor
+    from hwnas.models.spaces.base import get_space
+
+    prof = Profile.load("ort-cpu1-b1-imagenet224-avx2")
+    position = lambda p: (p.op, p.stride, p.resolution, p.first, p.se)  # noqa: E731
+    grid = {position(p) for p in kernels_for(get_space("imagenet224")).grid_parts("coarse")}
+    table = set(prof.table[["op", "stride", "resolution", "first", "se"]].itertuples(index=False, name=None))
+    assert any(op.startswith("dwconv") for op, *_ in grid)
+    assert grid <= table, sorted(grid - table)[:5]
+    pred = Predictor(prof)
+    for name in ("flops400M", "flops600M", "flops900M"):
+        assert pred.predict_ms(resolve_arch(name, space="imagenet224").arch) > 0

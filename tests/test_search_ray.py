@@ -60,3 +60,17 @@ def test_ray_scoring_matches_local_workers_and_binds_loopback(tmp_path):
         b = pd.read_parquet(tmp_path / "local" / name).drop(columns=["time_s"], errors="ignore")
         pd.testing.assert_frame_equal(a, b)
     assert (tmp_path / "ray" / "best.txt").read_text() == (tmp_path / "local" / "best.txt").read_text()
+
+
+def test_an_address_where_nothing_listens_is_one_line_at_once(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = subprocess.run([sys.executable, "-c", "from hwnas.cli.main import main; main()", "search", "--space", "cifar32", "--proxy", "zen",
+                          "--iterations", "2", "--population", "2", "--ray", f"127.0.0.1:{port}",
+                          "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr[-2000:]
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "nothing answers there" in lines[0] and f"127.0.0.1:{port}" in lines[0], run.stderr

@@ -197,6 +197,21 @@ def test_the_lock_is_held_for_the_whole_run(tmp_path):
         fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
+def test_measuring_the_best_is_refused_while_another_process_holds_the_folder(tmp_path):
+    from hwnas.search.results import measure_best
+
+    out = tmp_path / "run"
+    search(_config(iterations=3), out)
+    before = (out / "summary.json").read_bytes()
+    with open(out / ".lock", "w") as held:  # e.g. a `search --resume` into the folder
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        held.write("4242\n")
+        held.flush()
+        with pytest.raises(HwnasError, match="being written by process 4242"):
+            measure_best(out)
+    assert (out / "summary.json").read_bytes() == before
+
+
 def test_an_unwritable_folder_is_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
