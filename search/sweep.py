@@ -73,6 +73,15 @@ def split_proxies(text: str) -> list[str]:
     return parts
 
 
+def proxies_for(text: str | None, space: str) -> list[str]:
+    """The proxies of ``--proxy TEXT``; without it, the space's own (``default_proxy``: the search's default)."""
+    if text is None:
+        from hwnas.models.spaces.base import get_space
+
+        return [get_space(space).default_proxy]
+    return split_proxies(text)
+
+
 def run_folder(out: Path, proxy: str, budget_ms: float, seed: int) -> Path:
     return Path(out) / proxy_label(proxy) / f"{budget_ms:g}ms" / f"seed{seed}"
 

@@ -231,3 +231,18 @@ def test_torchvision_models_are_measured_on_the_device_and_cached(tmp_path, monk
     n = len(calls)
     again = reference_models.measure(prof, rows, cache_dir=tmp_path)
     assert len(calls) == n and [r["measured_ms"] for r in again] == [r["measured_ms"] for r in first]
+
+
+def test_sweep_without_proxy_uses_the_spaces_default(tmp_path, capsys):
+    from hwnas.models.spaces.base import get_space
+
+    default = type(get_space("nb201")).default_proxy  # the search's default, read from the space, not the sweep
+    out = tmp_path / "default"
+    small = [a if a not in ("6", "3") else {"6": "1", "3": "2"}[a] for a in NB201]  # 1 iteration, population 2
+    code, _, err = _run(["sweep", *small, "--latency-ms", "0.6", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert json.loads((out / "sweep.json").read_text())["proxies"] == [default]
+    assert set(pd.read_csv(out / "sweep.csv").proxy) == {default} and (out / default / "0.6ms" / "seed0").is_dir()
+    code, help_text, _ = _run(["sweep", "--help"], capsys)
+    assert code == 0 and f"{default} on nb201" in " ".join(help_text.split())
+    assert f"{type(get_space('cifar32')).default_proxy} on the ZenNAS spaces" in " ".join(help_text.split())

@@ -22,8 +22,9 @@ def _numbers(text: str, option: str, kind=float) -> tuple:
 @click.option("--latency-ms", "latency_ms", required=True, metavar="B1,B2,...",
               help="Latency budgets in ms (predicted per image by the profile), e.g. 0.25,0.35,0.45,0.6,0.9.")
 @click.option("--seeds", default="0", show_default=True, metavar="S1,S2,...", help="Search seeds.")
-@click.option("--proxy", "proxies", default="zen", show_default=True, metavar="P1,P2,...",
-              help="Proxies (names or expressions), separated by commas outside parentheses.")
+@click.option("--proxy", "proxies", metavar="P1,P2,...",
+              help="Proxies (names or expressions), separated by commas outside parentheses. Default: the space's, "
+                   "as in search: zen on the ZenNAS spaces, meco_opt on nb201.")
 @click.option("--profile", type=NonEmpty("a shipped profile name or a profile folder"),
               help="Latency profile: a shipped name or a path (default: the space's shipped default).")
 @click.option("--space", default="imagenet224", show_default=True, help="Search space.")
@@ -63,13 +64,13 @@ def sweep_command(latency_ms, seeds, proxies, profile, space, population, iterat
     """
     from hwnas.search.budgets import Budgets
     from hwnas.search.evolution import SearchConfig
-    from hwnas.search.sweep import SweepSpec, split_proxies, sweep
+    from hwnas.search.sweep import SweepSpec, proxies_for, sweep
 
     base = SearchConfig(space=space, proxy_options=_proxy_options(proxy_option), batch_size=batch_size,
                         repeat=repeat, population=population, iterations=iterations, workers=workers,
                         budgets=Budgets(flops=flops, params=params, max_layers=max_layers, rho_max=rho_max),
                         profile=profile, initial=_initial(initial, space), checkpoint_every_s=checkpoint_every)
-    spec = SweepSpec(tuple(split_proxies(proxies)), _numbers(latency_ms, "--latency-ms"),
+    spec = SweepSpec(tuple(proxies_for(proxies, space)), _numbers(latency_ms, "--latency-ms"),
                      _numbers(seeds, "--seeds", int), base)
     measurer, not_measured = None, None
     if measure:
