@@ -94,7 +94,7 @@ def test_a_real_quick_profile_carries_the_source_over_and_fits_this_host(source,
     meta = prof.metadata
     src = meta["source"]
     assert src["kind"] == "quick" and src["from"] == source.name and src["from_hash"] == source.hash
-    assert src["networks_measured"] == 4 and src["parts_measured"] == len(stratified(source.table, 400, 0)[::25])
+    assert src["networks_measured"] == 4 and src["parts_measured"] == len(stratified(source.table, transfer.QUICK_PARTS, 0)[::25])
     assert (prof.table.repeats > 0).sum() == src["parts_measured"]
     assert len(prof.table) == len(source.table)
     assert meta["device"]["name"] and meta["calibration"]["form"]
