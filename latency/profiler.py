@@ -2,9 +2,9 @@
 
 Procedure (one backend, fixed settings):
 
-1. Enumerate the grid's parts (``kernels_for(space).grid_parts(grid)``), in a fixed order.
-2. Measure each part in isolation (warm-up, the fastest of ``PART_SESSIONS``
-   fresh sessions, median over its repeats, p10/p90); a part whose p10-p90 band
+1. Enumerate the grid's parts (``kernels_for(space).grid_parts(grid)``).
+2. Measure each part in isolation, in a seeded shuffle of the grid (warm-up, the fastest of
+   ``PART_SESSIONS`` fresh sessions, median over its repeats, p10/p90); a part whose p10-p90 band
    is wider than 15% of its median is measured again and the tighter of the two
    kept. Every ``REF_EVERY`` parts a fixed *reference part* is measured too; at
    the end every part's median is scaled by (median reference time / running

@@ -6,7 +6,6 @@ latency's concern: :mod:`hwnas.latency.kernels`). Adding a space is one new file
 in this package that defines a class with these methods and registers a factory
 with ``@register_space``; the registry imports every module of the package.
 
-
 Capabilities beyond :class:`Space` are protocols of their own, checked with
 ``isinstance``: :class:`FiniteSpace` (every architecture can be listed) and
 :class:`StructureSpace` (architectures are Zen-NAS block structures).
