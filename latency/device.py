@@ -5,10 +5,12 @@ memory and clocks. CPUs through /proc/cpuinfo (model, logical cores, the
 instruction-set extensions that change kernel speed) and the affinity mask.
 A profile is never produced for a device that is not present.
 
-A CPU device is its model string, core count and ISA extensions, run by a
-runtime of some version with some threads: two CPUs whose model strings agree
-but whose ISA differs (an AMD EPYC with and without AVX-512) are different
-devices. A GPU device is its name.
+A CPU device is its model string, its CPUID family and model numbers, core
+count and ISA extensions, run by a runtime of some version with some threads:
+two CPUs whose model strings agree but whose ISA or family differs are
+different devices (a virtual machine often shows only "AMD EPYC": an EPYC
+without AVX-512, a Zen 4 and a Zen 5 with it all read so). A GPU device is its
+name.
 """
 
 from __future__ import annotations
@@ -31,9 +33,15 @@ LEGACY_ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "fma", "amx_tile")
 RUNTIME_LIBRARY = {"onnxruntime": "onnxruntime", "torch": "torch", "tensorrt": "tensorrt"}
 
 
+# CPUID numbers recorded beside the model string (x86 /proc/cpuinfo fields): the family and model name a
+# microarchitecture (AMD family 25 is Zen 3/4, 26 Zen 5; Intel family 6 models name each generation).
+CPUID_FIELDS = {"cpu family": "cpu_family", "model": "cpu_model"}
+
+
 def cpu_info() -> dict:
     model = platform.processor() or platform.machine()
     flags: list[str] = []
+    cpuid: dict[str, int] = {}
     try:
         text = open("/proc/cpuinfo").read()
         m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
@@ -42,6 +50,10 @@ def cpu_info() -> dict:
         f = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
         if f:
             flags = [x for x in f.group(1).split() if x in ISA_FLAGS]
+        for field, key in CPUID_FIELDS.items():
+            n = re.search(rf"^{field}\s*:\s*(\d+)\s*$", text, re.M)
+            if n:
+                cpuid[key] = int(n.group(1))
     except OSError:
         pass
     try:
@@ -49,7 +61,8 @@ def cpu_info() -> dict:
     except AttributeError:  # pragma: no cover - not Linux
         usable = os.cpu_count()
     return {"kind": "cpu", "name": model, "logical_cores": os.cpu_count(), "usable_cores": usable,
-            "simd": flags, "isa_checked": list(ISA_FLAGS), "machine": platform.machine(), "os": platform.platform()}
+            "simd": flags, "isa_checked": list(ISA_FLAGS), **cpuid, "machine": platform.machine(),
+            "os": platform.platform()}
 
 
 def gpu_info() -> list[dict]:
@@ -151,6 +164,8 @@ def describe(device: dict) -> str:
     """A device as a profile records it, in words: "AMD EPYC (2 cores, fma avx2 avx512f avx512_vnni)"."""
     details = []
     if device.get("kind", "cpu") == "cpu":
+        if cpuid_text(device):
+            details.append(cpuid_text(device))
         if device.get("logical_cores"):
             details.append(f"{device['logical_cores']} cores")
         if "simd" in device:
@@ -174,9 +189,17 @@ def _isa_differences(there: dict, here: dict) -> list[str]:
     return out
 
 
+def cpuid_text(device: dict) -> str:
+    """"family 26 model 2", or "" where a device does not record them (profiles made before they were)."""
+    if "cpu_family" not in device:
+        return ""
+    return f"family {device['cpu_family']} model {device.get('cpu_model', '?')}"
+
+
 def host_differences(metadata: dict) -> list[str]:
     """How this machine differs from the device a profile's ``metadata`` was measured on ([] when it is that
-    device): CPU model, core count and ISA, or GPU name; the runtime's version; threads beyond the usable cores.
+    device): CPU model string, CPUID family and model, core count and ISA, or GPU name; the runtime's version;
+    threads beyond the usable cores.
 
     Only what the metadata records is compared, so older profiles (no ISA list, no core count) still work."""
     there = metadata.get("device", {})
@@ -186,6 +209,8 @@ def host_differences(metadata: dict) -> list[str]:
         here = cpu_info()
         if there.get("name") != here["name"]:
             out.append(f"this machine has {here['name']}")
+        if cpuid_text(there) and cpuid_text(here) and cpuid_text(there) != cpuid_text(here):
+            out.append(f"this machine's CPU is {cpuid_text(here)}, the profiled CPU's {cpuid_text(there)}")
         if there.get("logical_cores") and there["logical_cores"] != here["logical_cores"]:
             out.append(f"this machine has {here['logical_cores']} cores, not {there['logical_cores']}")
         if "simd" in there:

@@ -121,7 +121,8 @@ def list_profiles() -> list[dict]:
         runtime = device_mod.RUNTIME_LIBRARY.get(meta.get("backend"))
         differences = device_mod.host_differences(meta)
         out.append({"name": meta_file.parent.name, "space": meta.get("space"), "backend": meta.get("backend"),
-                    "device": dev.get("name"), "cores": dev.get("logical_cores"), "isa": dev.get("simd"),
+                    "device": " ".join(filter(None, (dev.get("name"), device_mod.cpuid_text(dev)))),
+                    "cores": dev.get("logical_cores"), "isa": dev.get("simd"),
                     "runtime": " ".join(filter(None, (meta.get("backend"), meta.get("versions", {}).get(runtime)))),
                     "precision": s.get("precision"), "batch": s.get("batch"), "threads": s.get("threads"),
                     "parts": meta.get("parts"), "calibration": cal.get("form"), "source": _source(meta),
@@ -200,10 +201,15 @@ class Profile:
         return self.metadata["calibration"]
 
     # fit
-    def check(self, *, space=None, batch: int | None = None, host: bool = False, doing: str = "measured") -> None:
+    def check(self, *, space=None, batch: int | None = None, host: bool = False, doing: str = "measured",
+              speed: bool = True) -> None:
         """Refuse (ProfileError, one line) a profile that does not fit: another ``space`` (name and resolution)
         or ``batch``, or with ``host``, because networks will be ``doing`` on this machine, another device. Every
-        difference is named, each with what to do."""
+        difference is named, each with what to do.
+
+        With ``host`` and ``speed``, where the recorded identity matches, a few of the profile's calibration
+        networks are also timed here (a few seconds, :func:`hwnas.latency.speed.check_speed`): a machine that runs
+        them far faster or slower than the profiled device did is another device."""
         problems = []
         if space is not None and self.space != space.name:
             problems.append(f"it is a profile of space {self.space!r}, not {space.name!r} "
@@ -228,6 +234,10 @@ class Profile:
                             "--profile)")
         if problems:
             raise ProfileError(f"profile {self.name} does not fit: {'; '.join(problems)}")
+        if host and speed:
+            from hwnas.latency.speed import check_speed
+
+            check_speed(self, doing=doing)
 
     def network_table(self) -> dict[str, float] | None:
         """Architecture string → batch ms when the table holds whole networks (an imported profile such as

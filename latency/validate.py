@@ -25,8 +25,12 @@ from hwnas.latency.backends import get_backend
 from hwnas.latency.predictor import Predictor
 from hwnas.latency.profile import Profile
 from hwnas.latency.profiler import sample_networks
+from hwnas.latency.speed import check_speed
 from hwnas.latency.timing import NETWORK_TIMING, Measurement, Progress, measure_networks, network_ms
 from hwnas.models.spaces.base import get_space
+
+
+ANCHORS = 10  # calibration networks timed again by validate, to tell the machine's drift from the model's error
 
 
 def backend_for(profile: Profile):
@@ -111,14 +115,22 @@ def scatter_plot(pred, meas, path, title: str, xlabel="measured (ms/image)", yla
 
 
 def validate(profile: Profile, samples: int = 50, seed: int = 1, plot: str | None = None,
-             on_progress: Progress | None = None, repeatability: bool = False) -> dict:
+             on_progress: Progress | None = None, repeatability: bool = False, anchors: int = ANCHORS) -> dict:
     """Measure ``samples`` fresh random networks end to end and compare with the predictions
     (``on_progress(done, total, what)`` is called as networks are measured). With ``repeatability`` the networks
     are measured a second time and ``result["repeatability"]`` says how well the two measurements agree (the
-    machine's noise floor: a predictor cannot be expected to agree with one measurement better)."""
-    profile.check(host=True)  # before anything is sampled or built
+    machine's noise floor: a predictor cannot be expected to agree with one measurement better).
+
+    First ``anchors`` of the profile's own calibration networks are timed again
+    (:func:`hwnas.latency.speed.check_speed`, which refuses another device): ``result["machine_speed"]`` is how
+    fast this machine runs now against when it was profiled, and ``result["speed_adjusted"]`` the predictions'
+    agreement once multiplied by that ratio, the model's error without the machine's drift since profiling."""
     if samples < 1:
         raise HwnasError(f"--samples must be at least 1, got {samples}")
+    if anchors < 1:
+        raise HwnasError(f"--anchors must be at least 1, got {anchors}")
+    profile.check(host=True, speed=False)  # before anything is sampled or built
+    speed = check_speed(profile, anchors, on_progress=on_progress)
     space = get_space(profile.space)
     predictor = Predictor(profile)
     backend = backend_for(profile)
@@ -140,6 +152,10 @@ def validate(profile: Profile, samples: int = 50, seed: int = 1, plot: str | Non
     result = {"profile": profile.name, "hash": profile.hash, "seed": seed, **_metrics(pred, meas),
               "measure_seconds": round(time.monotonic() - t0, 1), "latency": "per image (batch time / batch)",
               "measured": NETWORK_TIMING}
+    if speed is not None:
+        result["machine_speed"] = speed
+        result["speed_adjusted"] = {**_metrics(pred * speed["ratio"], meas),
+                                    "what": "the predictions multiplied by machine_speed's ratio"}
     if repeatability:
         result["repeatability"] = {**_metrics(np.array([r["measured_again_ms"] for r in rows]), meas),
                                    "what": "each network measured again in a fresh process, against the first"}

@@ -138,6 +138,32 @@ def test_same_model_string_other_isa_is_another_device(host):
         "this machine lacks avx512f, avx512_vnni", "this machine has avx_vnni, the profiled CPU did not"]
 
 
+def test_same_model_string_other_cpuid_family_is_another_device(host, monkeypatch):
+    from hwnas.latency import device
+
+    zen5 = {**HOST, "cpu_family": 26, "cpu_model": 2}
+    monkeypatch.setattr(device, "cpu_info", lambda: dict(zen5))
+    assert device.host_differences(_on(dict(zen5)).metadata) == []
+    assert device.host_differences(_on({**zen5, "cpu_family": 25, "cpu_model": 17}).metadata) == [
+        "this machine's CPU is family 26 model 2, the profiled CPU's family 25 model 17"]
+    assert device.host_differences(_on(dict(HOST)).metadata) == []  # recorded before CPUID numbers were
+
+
+def test_cpu_info_reads_the_cpuid_numbers_of_proc_cpuinfo():
+    from hwnas.latency.device import cpu_info
+
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo on this system")
+    first = text.split("\n\n")[0].splitlines()
+    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in first)}
+    if "cpu family" not in fields:
+        pytest.skip("this /proc/cpuinfo has no x86 'cpu family' field")
+    info = cpu_info()
+    assert (info["cpu_family"], info["cpu_model"]) == (int(fields["cpu family"]), int(fields["model"]))
+
+
 def test_check_names_every_difference_in_one_line_with_what_to_do(host):
     from hwnas.models.spaces.base import get_space
 

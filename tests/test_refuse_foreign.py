@@ -20,12 +20,30 @@ SHIPPED = "ort-cpu1-b1-cifar32"
 FLAG = "avx512f"  # toggled: present on one of the two devices only
 
 
-def _copy(dest, device: dict):
+def _copy(dest, device: dict, networks: list[dict] | None = None):
     profile = Profile.load(SHIPPED)
     profile.metadata["device"] = device
     profile.metadata["versions"] = {**profile.metadata["versions"], **library_versions()}
+    if networks is not None:
+        profile.metadata["calibration"]["networks"] = networks
     profile.save(dest)
     return dest
+
+
+@pytest.fixture(scope="module")
+def timed_here():
+    """Three small calibration networks of the shipped profile timed on this machine now, as the speed check
+    times them (a copy of a profile made elsewhere carries another machine's times)."""
+    from hwnas.latency.backends import get_backend
+    from hwnas.latency.timing import measure_networks, network_ms
+    from hwnas.models.spaces.base import get_space
+
+    profile = Profile.load(SHIPPED)
+    nets = sorted(profile.calibration["networks"], key=lambda n: n["measured_batch_ms"])[:3]
+    space = get_space("cifar32")
+    measured = measure_networks(space, [space.parse(n["arch"]) for n in nets],
+                                get_backend(profile.backend, **profile.settings))
+    return [{**n, "measured_batch_ms": network_ms(m)} for n, m in zip(nets, measured)]
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +135,8 @@ def test_demo_path_searches_for_a_foreign_profile_and_says_it_did_not_measure(fo
     assert summary["best_structure"] and "measured_ms" not in summary
 
 
-def test_demo_path_measures_on_the_profiles_own_device(run, tmp_path):
-    here = _copy(tmp_path / "here", cpu_info())
+def test_demo_path_measures_on_the_profiles_own_device(run, tmp_path, timed_here):
+    here = _copy(tmp_path / "here", cpu_info(), timed_here)
     r = run("search", "--space", "cifar32", "--latency-ms", "5", "--population", "4", "--iterations", "3",
             "--batch-size", "2", "--profile", str(here), "--out", str(tmp_path / "run"), "--measure", "auto",
             "--no-progress", "--json")
@@ -128,3 +146,44 @@ def test_demo_path_measures_on_the_profiles_own_device(run, tmp_path):
     assert summary["prediction_error_pct"] == pytest.approx(100 * (summary["predicted_ms"] / summary["measured_ms"]
                                                                    - 1), rel=1e-9)
 
+
+
+def test_the_speed_check_passes_networks_timed_here(tmp_path, timed_here):
+    from hwnas.latency.speed import SPEED_LIMIT, check_speed
+
+    speed = check_speed(Profile.load(_copy(tmp_path / "here", cpu_info(), timed_here)))
+    assert speed["networks"] == 3 and 1 / SPEED_LIMIT <= speed["ratio"] <= SPEED_LIMIT
+    assert speed["ratio"] == pytest.approx(sorted(speed["ratios"])[1])  # the median of three
+
+
+@pytest.fixture
+def three_times_slower(tmp_path, timed_here):
+    """This machine's identity, but its calibration networks stored 3x slower than they run here: another device
+    whose identity strings match (as an AVX-512 EPYC of one generation and of the next may)."""
+    return _copy(tmp_path / "slower", cpu_info(), [{**n, "measured_batch_ms": 3 * n["measured_batch_ms"]}
+                                                  for n in timed_here])
+
+
+def _refused_for_speed(r, doing="measured"):
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+    assert "Traceback" not in r.err and "3 of its calibration networks" in r.err
+    assert "as fast as the profiled device did" in r.err and f"cannot be {doing} here" in r.err
+    assert "profile-device --cpu --backend onnxruntime" in r.err
+
+
+def test_validate_refuses_a_machine_that_runs_the_networks_3x_as_fast(three_times_slower, run, monkeypatch):
+    from hwnas.latency import validate
+
+    monkeypatch.setattr(validate, "sample_networks", _no_work)
+    _refused_for_speed(run("latency", "validate", "--profile", str(three_times_slower), "--samples", "2",
+                           "--no-progress"))
+
+
+def test_search_measure_refuses_a_machine_of_another_speed_before_searching(three_times_slower, run, tmp_path,
+                                                                           monkeypatch):
+    from hwnas.search import evolution
+
+    monkeypatch.setattr(evolution, "search", _no_work)
+    _refused_for_speed(run("search", "--space", "cifar32", "--latency-ms", "5", "--profile", str(three_times_slower),
+                           "--out", str(tmp_path / "run"), "--measure"))
+    assert not (tmp_path / "run").exists()

@@ -202,14 +202,22 @@ def predict_cmd(structure, profile_name, as_json) -> None:
 @click.option("--repeatability", is_flag=True,
               help="Measure every network again in a fresh process and report how well the two runs agree (the "
                    "machine's noise floor).")
+@click.option("--anchors", type=BoundedInt(1, 100_000), default=10, show_default=True,
+              help="Time this many of the profile's own calibration networks again first: how fast the machine runs "
+                   "now against when it was profiled (refused beyond 1.5x: another device), and the predictions' "
+                   "agreement with that drift taken out.")
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (within_10pct, within_5pct, mape, spearman, n, ...).")
-def validate_cmd(profile_name, samples, seed, plot, published, repeatability, no_progress, as_json) -> None:
+def validate_cmd(profile_name, samples, seed, plot, published, repeatability, anchors, no_progress, as_json) -> None:
     """Measure fresh random networks end to end and compare them with the predictions.
 
     The networks are sampled over the space's size range with a seed stream
     distinct from the calibration's and measured with the profile's own
     backend and settings, on this machine (which must be the profiled device).
+    First --anchors of the profile's own calibration networks are timed again:
+    their ratio to the times stored when it was profiled is the machine's
+    speed now (a second row shows the predictions multiplied by it, which
+    tells the machine's drift from the model's error).
 
     \b
     Example:
@@ -224,7 +232,8 @@ def validate_cmd(profile_name, samples, seed, plot, published, repeatability, no
         raise HwnasError("--repeatability measures networks here; --published compares with published figures")
     profile = _profile(profile_name)
     result = v.published(profile, plot) if published else v.validate(
-        profile, samples, seed, plot, on_progress=_progress_bar(no_progress), repeatability=repeatability)
+        profile, samples, seed, plot, on_progress=_progress_bar(no_progress), repeatability=repeatability,
+        anchors=anchors)
     if as_json:
         echo_json(result)
         return
@@ -233,9 +242,16 @@ def validate_cmd(profile_name, samples, seed, plot, published, repeatability, no
         click.echo(result["note"])
     keys = ["profile", "n", "mape", "within_5pct", "within_10pct", "spearman", "kendall", "max_abs_error_pct"]
     rows = [{k: result.get(k) for k in keys}]
+    if "speed_adjusted" in result:
+        rows.append({**{k: result["speed_adjusted"].get(k) for k in keys},
+                     "profile": f"x {result['machine_speed']['ratio']:.3f} (machine speed)"})
     if "repeatability" in result:
         rows.append({**{k: result["repeatability"].get(k) for k in keys}, "profile": "measured again vs first"})
     echo_table(rows, keys)
+    if "machine_speed" in result:
+        speed = result["machine_speed"]
+        click.echo(f"machine speed: {speed['networks']} of the profile's calibration networks take "
+                   f"{speed['ratio']:.3f}x their profiled time here (the second row multiplies the predictions by it)")
 
 
 @latency_group.command("recalibrate")
