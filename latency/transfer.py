@@ -41,6 +41,7 @@ QUICK_NETWORKS = 60
 # the simple forms, 50 % within ±10 %): small networks, quick to time.
 QUICK_GRAPH_NETWORKS = 300
 RIDGE = 1.0
+POSITION_SHRINK = 2.0
 
 
 def _keys(table: pd.DataFrame) -> list[tuple]:
@@ -73,12 +74,15 @@ def stratified_parts(table: pd.DataFrame, k: int, seed: int = 0) -> list[Part]:
 
 
 class Transfer:
-    """log(this machine's part time / the source's) as a ridge regression on part features."""
+    """log(this machine's part time / the source's) as a ridge regression on part features, plus, per position
+    (op, stride, resolution, ...: :func:`_position`), the mean of the regression's residuals over the parts
+    timed at that position, shrunk towards 0 by :data:`POSITION_SHRINK` parts' worth of weight."""
 
     def __init__(self, block: int):
         self.block = block  # this machine's SIMD block in floats (channel alignment)
         self.ops: list[str] = []
         self.coef: np.ndarray | None = None
+        self.offsets: dict[tuple, float] = {}
 
     def _design(self, parts: list[Part]) -> np.ndarray:
         rows = []
@@ -108,8 +112,19 @@ class Transfer:
         penalty[0, 0] = 0.0
         inverse = np.linalg.pinv(A.T @ A + penalty)
         self.coef = inverse @ A.T @ y
+        residual = y - A @ self.coef
         hat = np.einsum("ij,jk,ik->i", A, inverse, A)  # leave-one-out residuals of a ridge fit: r / (1 - h)
-        loo = (y - A @ self.coef) / np.clip(1 - hat, 1e-6, None)
+        loo = residual / np.clip(1 - hat, 1e-6, None)
+        positions = [_position(p) for p in parts]
+        sums: dict[tuple, float] = {}
+        counts: dict[tuple, int] = {}
+        for pos, r in zip(positions, residual):
+            sums[pos] = sums.get(pos, 0.0) + r
+            counts[pos] = counts.get(pos, 0) + 1
+        self.offsets = {pos: sums[pos] / (counts[pos] + POSITION_SHRINK) for pos in sums}
+        # ... and each part's position offset without that part
+        others = [(sums[pos] - r, counts[pos] - 1 + POSITION_SHRINK) for pos, r in zip(positions, residual)]
+        loo = loo - np.array([total / weight if weight > 0 else 0.0 for total, weight in others])
         err = np.abs(np.exp(loo) - 1)
         return {"parts": len(parts), "ops": self.ops, "loo_mape_pct": float(100 * err.mean()),
                 "loo_within_10pct": float((err <= 0.10).mean()),
@@ -118,7 +133,8 @@ class Transfer:
     def ratio(self, parts: list[Part]) -> np.ndarray:
         """This machine's time / the source's, predicted for ``parts`` (ops not seen in the fit: the mean)."""
         Z = (self._design(parts) - self.mean) / self.scale
-        return np.exp(np.c_[np.ones(len(Z)), Z] @ self.coef)
+        offsets = np.array([self.offsets.get(_position(p), 0.0) for p in parts])
+        return np.exp(np.c_[np.ones(len(Z)), Z] @ self.coef + offsets)
 
 
 def transfer_table(source: pd.DataFrame, measured: pd.DataFrame, block: int) -> tuple[pd.DataFrame, dict]:

@@ -67,6 +67,28 @@ def test_transfer_recovers_a_ratio_of_its_form_on_parts_it_was_not_fitted_on(sou
     assert np.max(np.abs(got / want - 1)) < 0.02
 
 
+def test_a_position_that_runs_faster_than_the_features_say_is_learned_from_its_timed_parts(source, monkeypatch):
+    table = source.table
+    parts = _parts(table)
+    positions = [_position(p) for p in parts]
+    odd = max(set(positions), key=positions.count)  # the position with the most parts runs 1.3x as slow
+    ratio = {p: _known_ratio(p) * (1.3 if _position(p) == odd else 1.0) for p in parts}
+    fitted = transfer.stratified_parts(table, 400, seed=1)
+    src = dict(zip(parts, table.median_ms.astype(float)))
+    held_out = [p for p in parts if p not in set(fitted) and _position(p) == odd]
+    want = np.array([ratio[p] for p in held_out])
+    errors, shipped = {}, transfer.POSITION_SHRINK
+    for shrink in (shipped, math.inf):  # with the position offsets, and the regression alone
+        monkeypatch.setattr(transfer, "POSITION_SHRINK", shrink)
+        t = transfer.Transfer(block=8)
+        t.fit(fitted, np.array([src[p] for p in fitted]), np.array([src[p] * ratio[p] for p in fitted]))
+        errors[shrink] = np.abs(t.ratio(held_out) / want - 1)
+    picked = sum(_position(p) == odd for p in fitted)
+    assert picked >= 5
+    # the offset: the position's mean log residual (about log 1.3), shrunk by picked / (picked + POSITION_SHRINK)
+    assert np.median(errors[shipped]) < 0.06 < np.median(errors[math.inf])
+
+
 def test_transfer_table_keeps_measured_parts_and_scales_the_rest(source):
     table = source.table
     measured = table.iloc[::20].copy()

@@ -65,7 +65,7 @@ def _progress_bar(disabled: bool):
               help="Stop after this many minutes; the same command later resumes where it stopped.")
 @click.option("--quick", is_flag=True,
               help="A quick profile (a few minutes): the --quick-from profile's table carried over to this machine "
-                   "from a stratified sample of its parts and 60 whole networks timed here.")
+                   "from a stratified sample of its parts and 60 whole networks timed here (300 for NB201).")
 @click.option("--quick-from", type=NonEmpty("a profile name or folder"), default=None, metavar="PROFILE",
               help="Source profile of --quick [the space's shipped default].")
 @click.option("--out", type=OutputDir(), default=None,
@@ -89,7 +89,8 @@ def profile_device_cmd(use_cpu, gpu, backend, precision, batch, threads, space, 
     \b
     With --quick, only a stratified sample of a source profile's parts is
     timed here; the source's whole table is carried over by a fitted ratio
-    model and calibrated on 60 networks timed here (docs/latency.md).
+    model and calibrated on 60 networks timed here (300 small ones for NB201;
+    docs/latency.md).
 
     \b
     Example:
