@@ -190,8 +190,8 @@ class PartTable:
             rows = self._raw_groups.get(key)
             if rows is None:
                 hint = ("profiles measured before the depthwise kernels of inverted-residual (IDW) blocks were in "
-                        "the grid lack them: use one that has them (the shipped ort-cpu1-b1-imagenet224-avx2) or "
-                        "profile this machine" if part.op.startswith("dw") else
+                        "the grid lack them: use one that has them (the shipped ort-cpu1-b1-imagenet224-avx2 or "
+                        "-zen5) or profile this machine" if part.op.startswith("dw") else
                         "was it measured for another space?")
                 raise ProfileError(
                     f"the profile has no measurements for op {part.op} (stride={part.stride}, first={part.first}, "

@@ -211,22 +211,25 @@ def test_listing_says_which_device_and_whether_it_fits_here():
 
     for row in list_profiles():
         meta = Profile.load(row["name"]).metadata
-        assert (row["device"], row["isa"], row["threads"]) == (meta["device"]["name"], meta["device"].get("simd"),
-                                                               meta["settings"].get("threads"))
+        dev = meta["device"]
+        name = dev["name"] + (f" family {dev['cpu_family']} model {dev['cpu_model']}" if "cpu_family" in dev else "")
+        assert (row["device"], row["isa"], row["threads"]) == (name, dev.get("simd"), meta["settings"].get("threads"))
         imported = meta.get("source", {}).get("kind") == "imported"
         assert row["source"].startswith("imported: " if imported else "measured by profile-device")
         assert row["host_differences"] == host_differences(meta) and row["fits_host"] == (not host_differences(meta))
 
 
-def test_a_shipped_imagenet_profile_covers_every_position_of_the_grid_idw_included():
+@pytest.mark.parametrize("name", ["ort-cpu1-b1-imagenet224-avx2", "ort-cpu1-b1-imagenet224-zen5"])
+def test_a_shipped_imagenet_profile_covers_every_position_of_the_grid_idw_included(name):
     """Every (op, stride, resolution, first, se) position the decomposition's grid holds, the depthwise kernels of
-    the ZenNet zoo's inverted-residual blocks among them, is in the shipped -avx2 profile; the zoo predicts."""
+    the ZenNet zoo's inverted-residual blocks among them, is in the shipped -avx2 and -zen5 profiles; the zoo
+    predicts."""
     from hwnas.cli.resolve import resolve_arch
     from hwnas.latency.kernels import kernels_for
     from hwnas.latency.predictor import Predictor
     from hwnas.models.spaces.base import get_space
 
-    prof = Profile.load("ort-cpu1-b1-imagenet224-avx2")
+    prof = Profile.load(name)
     position = lambda p: (p.op, p.stride, p.resolution, p.first, p.se)  # noqa: E731
     grid = {position(p) for p in kernels_for(get_space("imagenet224")).grid_parts("coarse")}
     table = set(prof.table[["op", "stride", "resolution", "first", "se"]].itertuples(index=False, name=None))
