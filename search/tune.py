@@ -33,7 +33,8 @@ from hwnas.search.tune_storage import check_url, open_storage
 SAMPLERS = ("tpe", "nsga2", "cmaes", "random")
 OBJECTIVES = (("regret",), ("regret", "cost"))
 # What a trial may choose on NAS-Bench-201 (a cell mutates one edge: the space has no mutation settings).
-DEFAULT_PROXIES = ("zen", "naswot", "synflow", "hybrid")
+# az_nas is set-relative: the search ranks a child within its population (selection.py), in a trial as anywhere.
+DEFAULT_PROXIES = ("zen", "naswot", "synflow", "meco_opt", "az_nas", "hybrid")
 HYBRID = "zen+{c:.4g}*log(flops)"  # the hybrid a trial may choose: Zen-score plus c · log FLOPs, c tuned
 TUNED = ("proxy", "hybrid_c", "population", "iterations", "batch_size")
 # Proxy options a run_searches setting may carry beside TUNED (named as search's options, so best.json-like).
@@ -113,7 +114,7 @@ class TuneConfig:
                 raise HwnasError(f"unknown proxy {p!r}; expected some of: hybrid, {', '.join(sorted(proxy_names()))}")
             if p == "incorporated":
                 raise HwnasError("proxy 'incorporated' is not tuned: its w_z, w_d and transform are not among the "
-                                 "tuned parameters (expected zen, naswot, synflow, hybrid, ...; "
+                                 "tuned parameters (expected zen, naswot, synflow, meco_opt, az_nas, hybrid, ...; "
                                  "benchmarks/eval_tuned.py runs the papers' settings)")
         lo, hi = self.population
         ilo, ihi = self.iterations

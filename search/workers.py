@@ -55,10 +55,14 @@ class Scorer:
 
         # --proxy-option resolution=R scores at another input size (a cheaper evaluation); default: the proxy's own
         # for this space (the space's, or MeCo's 64 pixels at least), written into the settings (the cache key).
+        # A hybrid's terms each keep their own (MeCo's 64 beside synflow's 32), as the benchmark scores them.
         if self._resolution is None:
-            self._resolution = self.proxy_options.get("resolution") or get_proxy(
-                self.proxy_name, **self.proxy_options).resolution_for(self.space)
-        options = {**self.proxy_options, "resolution": self._resolution}
+            from hwnas.search.proxies.hybrid import Hybrid
+
+            proxy = get_proxy(self.proxy_name, **self.proxy_options)
+            self._resolution = self.proxy_options.get("resolution") or (
+                0 if isinstance(proxy, Hybrid) else proxy.resolution_for(self.space))
+        options = {**self.proxy_options, **({"resolution": self._resolution} if self._resolution else {})}
         return get_proxy(self.proxy_name, batch_size=batch_size or self.batch_size, repeat=self.repeat, seed=seed,
                          device="cpu", **options)
 

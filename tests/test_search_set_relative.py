@@ -128,6 +128,23 @@ def test_the_search_scores_meco_at_its_own_input_size():
     assert given.proxy(0).resolution == 32
 
 
+def test_a_hybrids_terms_keep_their_own_input_size_as_the_benchmark_scores_them():
+    from hwnas.search.proxy_bench import DATASETS
+
+    space = get_space(DATASETS["cifar10"])
+    text = "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_3x3~0|none~1|avg_pool_3x3~2|"
+    expression = "log(meco_opt)+0.5*log(synflow)"
+    hybrid = Scorer.for_config(SearchConfig(space="nb201", proxy=expression, batch_size=2)).proxy(7)
+    assert {n: c.resolution_for(space) for n, c in hybrid.components.items()} == {"meco_opt": 64, "synflow": 32}
+    # the value: each term scored on its own with the benchmark's defaults, combined here
+    own = {n: get_proxy(n, batch_size=2, seed=7).score(space, space.parse(text)).value for n in ("meco_opt", "synflow")}
+    expected = math.log(own["meco_opt"]) + 0.5 * math.log(own["synflow"])
+    assert hybrid.score(space, space.parse(text)).value == pytest.approx(expected, rel=1e-9)
+    given = Scorer.for_config(SearchConfig(space="nb201", proxy=expression, batch_size=2,
+                                           proxy_options={"resolution": 32})).proxy(7)
+    assert {c.resolution_for(space) for c in given.components.values()} == {32}
+
+
 def test_the_default_proxy_is_the_spaces():
     assert prepare(SearchConfig(space="nb201", batch_size=2, population=2, iterations=1)).config.proxy == \
         type(get_space("nb201")).default_proxy

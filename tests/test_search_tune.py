@@ -86,6 +86,25 @@ def test_tune_regret_outputs_resume_and_search_config(tmp_path, capsys):
     assert best["space"] == "nb201" and best["latency_ms"] == 1.0
 
 
+def test_default_proxies_include_meco_opt_and_set_relative_az_nas(tmp_path, capsys):
+    from hwnas.cli.search_cmd import tune_command
+    from hwnas.search.tune import DEFAULT_PROXIES
+
+    default = next(p.default for p in tune_command.params if p.name == "proxies")
+    assert tuple(default.split(",")) == DEFAULT_PROXIES and {"meco_opt", "az_nas"} <= set(DEFAULT_PROXIES)
+    # a trial with the set-relative az_nas runs real searches, ranking within the population
+    out = tmp_path / "tune"
+    code, stdout, err = _cli(["tune", "--latency-ms", "1", "--profile", PROFILE, "--proxies", "az_nas", "--trials", "1",
+                              "--seeds", "1", "--population", "3,3", "--iterations", "8,8", "--batch-sizes", "2",
+                              "--out", str(out), "--json"], capsys)
+    assert code == 0, err
+    run = json.loads(stdout)["best"]["runs"][0]
+    acc, lat = _accuracy(), _latencies()
+    assert run["regret"] == pytest.approx(acc[lat <= 1.0].max() - acc[run["arch"]]) and lat[run["arch"]] <= 1.0
+    searched = json.loads(next((out / "trials").rglob("summary.json")).read_text())
+    assert searched["set_relative"] is True and searched["best_structure"] == run["arch"]
+
+
 def test_one_worker_with_a_seed_is_reproducible(tmp_path, capsys):
     runs = []
     for name in ("a", "b"):

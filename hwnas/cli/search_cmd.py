@@ -200,7 +200,7 @@ def _csv(text: str, cast, option: str) -> tuple:
               "workers sharing one --study.")
 @click.option("--study", default="hwnas-tune", show_default=True, help="Study name in the storage.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampler seed; search seeds 1000*seed+i.")
-@click.option("--proxies", default="zen,naswot,synflow,hybrid", show_default=True,
+@click.option("--proxies", default="zen,naswot,synflow,meco_opt,az_nas,hybrid", show_default=True,
               help="Proxies a trial may choose (hybrid: zen+c*log(flops), c tuned).")
 @click.option("--population", "population_range", default="4,64", show_default=True, help="LOW,HIGH.")
 @click.option("--iterations", "iterations_range", default="20,200", show_default=True, help="LOW,HIGH.")
