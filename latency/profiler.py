@@ -183,7 +183,6 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
         parts = transfer.stratified_parts(quick_from.table, transfer.QUICK_PARTS, seed)
         grid = quick_from.metadata.get("grid", grid)
     graph_form = supports_graph_features(space, backend_name, backend.settings)
-    budgeted = quick_from is not None and networks is None and not graph_form  # network groups within a budget
     if networks is None and quick_from is not None:
         networks = transfer.QUICK_GRAPH_NETWORKS if graph_form else transfer.QUICK_NETWORKS
     if networks is None:
@@ -198,29 +197,23 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
               "network_timing": NETWORK_TIMING, "part_timing": PART_TIMING}
     if quick_from is not None:
         header["quick_from"] = quick_from.hash
-    if budgeted:
-        header["network_groups"] = {"groups": transfer.QUICK_GROUPS, "seconds": transfer.QUICK_SECONDS}
     journal = Journal(out / "journal.jsonl", header)
     done = {r["key"] for r in journal.records if r["kind"] == "part"}
     done_nets = {(r["key"], r["pass"]) for r in journal.records if r["kind"] == "network"}
     ref = _reference_part(grid_parts)
-    # Calibration networks in groups, each spread over the size range; the first group is the one a fixed count
-    # always had.
-    groups, seen = [], set()
-    for g in range(transfer.QUICK_GROUPS if budgeted else 1 if networks else 0):
-        group = [a for a in sample_networks(space, networks, seed + 1_000_003 + 7919 * g) if a not in seen]
-        seen.update(group)
-        groups.append(group)
+    nets = sample_networks(space, networks, seed + 1_000_003) if networks else []
     # Parts in a seeded shuffle, not grid order: an episode of load from elsewhere (minutes) then slows parts of
     # many positions a little instead of all of one position's together, and a network's sum over its parts
     # averages such errors out instead of inheriting one position's bias.
     pending = [(_key(p), p) for p in random.Random(seed).sample(grid_parts, len(grid_parts)) if _key(p) not in done]
-    # whole networks in passes over a group (pass-major, so passes are minutes apart), see measure_interleaved
-    group_keys = [[space.format(a) for a in group] for group in groups]
-    by_key = {space.format(a): a for group in groups for a in group}
-    total = len(grid_parts) + PASSES * len(by_key)
+    # whole networks in passes over all of them (pass-major, so passes are minutes apart), see measure_interleaved
+    by_key = {space.format(a): a for a in nets}
+    keys = list(by_key)
+    passes_todo = [[k for k in (keys[i] for i in pass_order(len(keys), p)) if (k, p) not in done_nets]
+                   for p in range(PASSES)]
+    total = len(grid_parts) + PASSES * len(keys)
     deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
-    done_count = len(grid_parts) - len(pending) + len(done_nets)
+    done_count = total - len(pending) - sum(map(len, passes_todo))
     what = f"profiling {space_name}"
     report = on_progress or (lambda done, total, what: None)
     report(done_count, total, what)
@@ -246,36 +239,21 @@ def profile_device(space_name: str, backend_name: str, settings: dict, out: str 
         done_count += 1
         report(done_count, total, what)
     with exported_networks(space, backend) as exported:  # each network exported once for all its passes
-        for g, keys in enumerate(group_keys):
-            if g and not _another_group(journal, set(group_keys[g - 1])):
-                report(total, total, what)
-                break
-            passes_todo = [[k for k in (keys[i] for i in pass_order(len(keys), p)) if (k, p) not in done_nets]
-                           for p in range(PASSES)]
-            for p, chunk in ((p, todo[i:i + CHUNK]) for p, todo in enumerate(passes_todo)
-                             for i in range(0, len(todo), CHUNK)):
-                if deadline is not None and time.monotonic() > deadline:
-                    return None
-                t = time.monotonic()
-                measured = measure_networks(space, [by_key[key] for key in chunk], backend, passes=1,
-                                            exported=exported)
-                seconds = (time.monotonic() - t) / len(chunk)
-                for key, m in zip(chunk, measured):
-                    journal.append({"kind": "network", "key": key, "pass": p, **m.as_dict(), "seconds": seconds})
-                done_count += len(chunk)
-                report(done_count, total, what)
+        for p, chunk in ((p, todo[i:i + CHUNK]) for p, todo in enumerate(passes_todo)
+                         for i in range(0, len(todo), CHUNK)):
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+            t = time.monotonic()
+            measured = measure_networks(space, [by_key[key] for key in chunk], backend, passes=1, exported=exported)
+            seconds = (time.monotonic() - t) / len(chunk)
+            for key, m in zip(chunk, measured):
+                journal.append({"kind": "network", "key": key, "pass": p, **m.as_dict(), "seconds": seconds})
+            done_count += len(chunk)
+            report(done_count, total, what)
     profile = _finalize(space, backend, dev, grid, journal, out, seed, name or out.name, on_progress is not None,
                         quick_from)
     (out / "journal.jsonl").unlink(missing_ok=True)
     return profile
-
-
-def _another_group(journal: Journal, last: set[str]) -> bool:
-    """Whether a quick profile measures another group of calibration networks: the seconds its journal holds so far
-    (parts, references, networks), plus what the ``last`` group took again, stay within ``QUICK_SECONDS``."""
-    spent = sum(r.get("seconds", 0.0) for r in journal.records)
-    again = sum(r.get("seconds", 0.0) for r in journal.records if r["kind"] == "network" and r["key"] in last)
-    return spent + again <= transfer.QUICK_SECONDS
 
 
 def _network_record(key: str, m: Measurement, passes: int) -> dict:

@@ -36,14 +36,7 @@ from hwnas.latency.profile import PART_COLUMNS
 # with each part timed in 3 sessions, 400 took an imagenet224 quick profile to 5 min 28 s on a 2-core AMD EPYC
 # without AVX-512, over its 5-minute budget (parts 206 s, networks 120 s).
 QUICK_PARTS = 320
-# Calibration networks: groups of QUICK_NETWORKS, each a sample spread over the size range, the first always, each
-# further one (up to QUICK_GROUPS) while the time measured so far plus the last group's stays within QUICK_SECONDS.
-# A slow machine gets 60 (the AMD EPYC without AVX-512 spent ~350 s on the parts and the first group); a fast one
-# more, where they pay: on the Zen 5 EPYC the full profile's own table calibrated on 60 of its networks predicted
-# 88 % / 94 % of 100 fresh ones within ±10 %, on 120 100 % / 98 % (benchmarks/quick_profile_sim.py).
 QUICK_NETWORKS = 60
-QUICK_GROUPS = 4
-QUICK_SECONDS = 210.0
 # ... where the graph calibration form applies (NB201 on ONNX Runtime CPU: ~70 coefficients; 60 networks fit only
 # the simple forms, 50 % within ±10 %): small networks, quick to time.
 QUICK_GRAPH_NETWORKS = 300

@@ -127,23 +127,6 @@ def test_a_real_quick_profile_carries_the_source_over_and_fits_this_host(source,
     assert _source(meta).startswith(f"quick profile, ") and source.name in _source(meta)
 
 
-@pytest.mark.parametrize("budget", [0.0, 1e9])
-def test_a_quick_profile_adds_groups_of_calibration_networks_while_its_time_budget_lasts(source, tmp_path,
-                                                                                         monkeypatch, budget):
-    stratified = transfer.stratified_parts
-    monkeypatch.setattr(transfer, "stratified_parts", lambda table, k, seed: stratified(table, k, seed)[::25])
-    monkeypatch.setattr(transfer, "QUICK_NETWORKS", 4)
-    monkeypatch.setattr(transfer, "QUICK_GROUPS", 3)
-    monkeypatch.setattr(transfer, "QUICK_SECONDS", budget)
-    prof = profiler.profile_device("cifar32", "onnxruntime", FAST, tmp_path / "quick", quick_from=source)
-    space = get_space("cifar32")
-    groups = [{space.format(a) for a in profiler.sample_networks(space, 4, 1_000_003 + 7919 * g)} for g in range(3)]
-    measured = {n["arch"] for n in prof.calibration["networks"]}
-    # no time at all: the first group only; time to spare: every group (the groups' union: a network is timed once)
-    assert measured == (groups[0] if budget == 0 else set.union(*groups))
-    assert prof.metadata["source"]["networks_measured"] == len(measured)
-
-
 def test_a_quick_profile_refuses_a_source_of_another_space(source, tmp_path):
     from hwnas.errors import ProfileError
 
