@@ -11,7 +11,8 @@ device) times instead
 
 then fits how this machine's part times differ from the source's
 (:class:`Transfer`: a ridge regression of log(this / source) on the part's op,
-stride, log MACs and bytes and its channel alignment) and applies it to every
+stride, log MACs and bytes and its channel alignment, plus a shrunk offset per
+position) and applies it to every
 part of the source table. Parts measured here keep their measured times. The
 calibration is then fitted on the networks measured here, as for a full
 profile. The profile's metadata names its source profile and what was
