@@ -51,3 +51,18 @@ def test_hybrid_passes_specific_options_to_the_proxies_that_take_them():
     assert proxy.components["zen"].batch_size == 4
     with pytest.raises(HwnasError, match="option"):
         get_proxy("flops + params", bn_term="batch")
+
+
+def test_hybrid_nb201_is_its_fitted_expression_over_its_terms_scored_alone():
+    """The named NB201 hybrid (the space's default proxy) against its five terms, each scored on its own."""
+    space = get_space("nb201")
+    assert type(space).default_proxy == "hybrid_nb201"
+    cell = space.parse("|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_3x3~1|skip_connect~2|")
+    named = get_proxy("hybrid_nb201", batch_size=4, seed=3).score(space, cell)
+    terms = {n: get_proxy(n, batch_size=4, seed=3).score(space, cell).value
+             for n in ("meco_opt", "synflow", "az_expressivity", "az_progressivity", "az_trainability")}
+    # the weights as `hwnas proxies fit` printed them (docs/proxies.md)
+    want = (math.log(terms["meco_opt"]) + 0.0256872 * math.log(terms["synflow"]) + 0.0380637 * terms["az_expressivity"]
+            + 2.18921 * terms["az_progressivity"] + 0.656677 * terms["az_trainability"])
+    assert named.value == pytest.approx(want, rel=1e-9)
+    assert named.parts == pytest.approx(terms, rel=1e-12)

@@ -87,7 +87,8 @@ def _load_config(ctx: click.Context, param, value: str | None):
 @click.option("--population", type=BoundedInt(1, 1_000_000), default=512, show_default=True, help="Population size N.")
 @click.option("--iterations", type=BoundedInt(1, 10**9), default=480_000, show_default=True, help="Iterations T.")
 @click.option("--proxy", help="Zero-shot proxy (zen, incorporated, meco_opt, az_nas, ...; hwnas proxies list). "
-              "Default: the space's: zen on the ZenNAS spaces, meco_opt on nb201 (lowest regret, README).")
+              "Default: the space's: zen on the ZenNAS spaces, hybrid_nb201 on nb201 (MeCo_opt, synflow and AZ-NAS's "
+              "components weighted as fitted on NB201: the lowest search regret, README).")
 @click.option("--batch-size", type=BATCH, default=64, show_default=True, help="Proxy batch size.")
 @click.option("--repeat", type=REPEAT, default=1, show_default=True, help="Proxy repeats per candidate.")
 @click.option("--wz", type=BoundedFloat(-1e6, 1e6), help="Incorporated proxy: weight of the Zen-score.")

@@ -24,7 +24,7 @@ def _numbers(text: str, option: str, kind=float) -> tuple:
 @click.option("--seeds", default="0", show_default=True, metavar="S1,S2,...", help="Search seeds.")
 @click.option("--proxy", "proxies", metavar="P1,P2,...",
               help="Proxies (names or expressions), separated by commas outside parentheses. Default: the space's, "
-                   "as in search: zen on the ZenNAS spaces, meco_opt on nb201.")
+                   "as in search: zen on the ZenNAS spaces, hybrid_nb201 on nb201.")
 @click.option("--profile", type=NonEmpty("a shipped profile name or a profile folder"),
               help="Latency profile: a shipped name or a path (default: the space's shipped default).")
 @click.option("--space", default="imagenet224", show_default=True, help="Search space.")
