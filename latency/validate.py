@@ -77,6 +77,21 @@ def measure_end_to_end(profile: Profile, arch, backend=None) -> float:
     return network_ms(m) / profile.batch
 
 
+def measure_against_predictions(profile: Profile, archs: list, on_progress: Progress | None = None) -> list[dict]:
+    """``archs`` (structures of the profile's space) measured whole on this machine, which must be the profiled
+    device, interleaved as the validation measures (:data:`NETWORK_TIMING`), each beside its prediction."""
+    space = get_space(profile.space)
+    profile.check(host=True)  # before anything is built
+    measured = measure_networks(space, archs, backend_for(profile), on_progress=on_progress)
+    predictor = Predictor(profile)
+    rows = []
+    for arch, m in zip(archs, measured):
+        predicted, ms = predictor.predict_ms(arch), network_ms(m) / profile.batch
+        rows.append({"arch": space.format(arch), "predicted_ms": predicted, "measured_ms": ms,
+                     "error_pct": 100 * (predicted / ms - 1), "measured_median_ms": m.median_ms / profile.batch})
+    return rows
+
+
 def _metrics(pred: np.ndarray, meas: np.ndarray) -> dict:
     from scipy.stats import kendalltau, spearmanr
 

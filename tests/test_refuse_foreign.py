@@ -187,3 +187,28 @@ def test_search_measure_refuses_a_machine_of_another_speed_before_searching(thre
     _refused_for_speed(run("search", "--space", "cifar32", "--latency-ms", "5", "--profile", str(three_times_slower),
                            "--out", str(tmp_path / "run"), "--measure"))
     assert not (tmp_path / "run").exists()
+
+
+def test_latency_measure_refuses_a_foreign_profile_before_building(foreign, run, monkeypatch):
+    from hwnas.latency import validate
+
+    monkeypatch.setattr(validate, "measure_networks", _no_work)
+    _refused_in_one_line(run("latency", "measure", "SuperConvK3BNRELU(3,8,1,1)SuperConvK1BNRELU(8,32,1,1)",
+                             "--profile", str(foreign), "--no-progress"))
+
+
+def test_latency_measure_times_networks_here_beside_their_predictions(run, tmp_path, timed_here):
+    here = _copy(tmp_path / "here", cpu_info(), timed_here)
+    from hwnas.latency.profiler import sample_networks
+    from hwnas.models.spaces.base import get_space
+
+    space = get_space("cifar32")
+    nets = [space.format(a) for a in sample_networks(space, 2, 7)]
+    r = run("latency", "measure", *nets, "--profile", str(here), "--no-progress", "--json")
+    assert r.code in (0, None), r.err
+    out = json.loads(r.out)
+    assert [n["name"] for n in out["networks"]] == nets
+    for name, row in zip(nets, out["networks"]):
+        predicted = json.loads(run("latency", "predict", name, "--profile", str(here), "--json").out)["latency_ms"]
+        assert row["predicted_ms"] == pytest.approx(predicted, rel=1e-12) and row["measured_ms"] > 0
+        assert row["error_pct"] == pytest.approx(100 * (predicted / row["measured_ms"] - 1), rel=1e-9)

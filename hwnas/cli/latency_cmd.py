@@ -193,6 +193,39 @@ def predict_cmd(structure, profile_name, as_json) -> None:
                    f"{profile.precision}, batch {profile.batch}, {out['device']})")
 
 
+@latency_group.command("measure")
+@click.argument("structures", nargs=-1, required=True, metavar="STRUCTURE...")
+@click.option("--profile", "profile_name", type=PROFILE, default=None, help=PROFILE_HELP)
+@click.option("--no-progress", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (per network: predicted_ms, measured_ms, error_pct).")
+def measure_cmd(structures, profile_name, no_progress, as_json) -> None:
+    """Measure architectures end to end on this machine beside their predictions.
+
+    Each STRUCTURE (as for `latency predict`: a structure string, a file, a zoo
+    model name or an NB201 cell) is timed whole with the profile's backend and
+    settings, as `latency validate` times its networks (interleaved rounds, the
+    fastest of 3 passes), on the profiled device only.
+
+    \b
+    Example:
+      hwnas latency measure flops400M flops600M --profile ort-cpu1-b1-imagenet224-zen5
+      hwnas latency measure "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|" --profile ort-cpu1-b1-nb201 --json
+    """
+    from hwnas.latency.validate import measure_against_predictions
+    from hwnas.models.spaces.base import get_space
+
+    profile = _profile(profile_name)
+    space = get_space(profile.space)
+    archs = [_load_arch(space, s) for s in structures]  # every argument read before anything is measured
+    rows = measure_against_predictions(profile, archs, on_progress=_progress_bar(no_progress))
+    for name, row in zip(structures, rows):
+        row["name"] = name
+    if as_json:
+        echo_json({"profile": profile.name, "unit": "ms per image (batch time / batch)", "networks": rows})
+    else:
+        echo_table(rows, ["name", "predicted_ms", "measured_ms", "error_pct"])
+
+
 @latency_group.command("validate")
 @click.option("--profile", "profile_name", type=PROFILE, default=None, help=PROFILE_HELP)
 @click.option("--samples", type=BoundedInt(1, 100_000), default=50, show_default=True)
