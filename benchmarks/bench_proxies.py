@@ -12,9 +12,10 @@ score call, through ../shared/tools/zennas-reference/official_zen.py).
 CIFAR nets batch 64 at 32x32, ImageNet nets batch 16 at 224x224), with
 ``--official-csv`` the official values (official_zen.py --out) beside them.
 
-``--robust N``: every proxy on every zoo network and on N random cifar32
-structures (random walks of the space's mutation within 2M params); prints
-how many scores were rejected (ProxyError) and why.
+``--robust N``: every proxy (``--proxies``: all registered by default) on
+every zoo network and on N random cifar32 structures (random walks of the
+space's mutation within 2M params); prints how many scores were rejected
+(ProxyError) and why.
 
 Run it alone (it measures time): flock /tmp/hwnas-cpu.lock python benchmarks/bench_proxies.py
 
@@ -112,8 +113,9 @@ def zoo_values(names, seeds, official_csv=None):
     return rows
 
 
-def robustness(n, batch, seed=0):
-    """Every proxy on every zoo network and on ``n`` random cifar32 structures: count failures."""
+def robustness(n, batch, seed=0, proxies=None):
+    """Every proxy (or those of ``proxies``) on every zoo network and on ``n`` random cifar32 structures: count
+    failures."""
     import random
 
     from hwnas.errors import ProxyError
@@ -122,17 +124,19 @@ def robustness(n, batch, seed=0):
     cifar = get_space("cifar32")
     cases = [(m.name, _space_for(m), m.structure) for m in zoo.models().values()]
     cases += [(f"random{i}", cifar, cifar.sample(rng, max_params=2e6)) for i in range(n)]
-    failures, total = {}, 0
-    for name, space, arch in cases:
-        for p in proxy_names():
+    proxies = proxies or proxy_names()
+    failures, total, started = {}, 0, time.monotonic()
+    for i, (name, space, arch) in enumerate(cases):
+        for p in proxies:
             total += 1
             try:
                 get_proxy(p, batch_size=batch, seed=0).score(space, arch)
             except ProxyError as err:
                 failures.setdefault(p, []).append(f"{name}: {err}")
-        if name.startswith("zennet"):
-            print(f"{name}: done", flush=True)
-    print(f"{len(cases)} networks x {len(proxy_names())} proxies = {total} scores at batch {batch}; "
+        if name.startswith("zennet") or (i + 1) % 50 == 0:
+            print(f"{name}: done ({i + 1} of {len(cases)} networks, {total} scores, "
+                  f"{sum(map(len, failures.values()))} rejected, {time.monotonic() - started:.0f} s)", flush=True)
+    print(f"{len(cases)} networks x {len(proxies)} proxies = {total} scores at batch {batch}; "
           f"rejected: {sum(map(len, failures.values()))}", flush=True)
     for p, errs in failures.items():
         print(f"  {p}: {len(errs)} rejected, e.g. {errs[0]}", flush=True)
@@ -158,7 +162,7 @@ def main():
            platform.machine(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
     print("# " + " ".join(f"{k}={v}" for k, v in env.items()), flush=True)
     if a.robust is not None:
-        rows = robustness(a.robust, a.batch)
+        rows = robustness(a.robust, a.batch, proxies=a.proxies.split(","))
     elif a.zoo:
         names = a.models.split(",") if a.models else list(zoo.models())
         rows = zoo_values(names, [int(s) for s in a.seeds.split(",")], a.official_csv)
