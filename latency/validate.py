@@ -81,14 +81,15 @@ def measure_against_predictions(profile: Profile, archs: list, on_progress: Prog
     """``archs`` (structures of the profile's space) measured whole on this machine, which must be the profiled
     device, interleaved as the validation measures (:data:`NETWORK_TIMING`), each beside its prediction."""
     space = get_space(profile.space)
+    predictor = Predictor(profile)
+    predicted = [predictor.predict_ms(a) for a in archs]  # an architecture the profile cannot predict: before work
     profile.check(host=True)  # before anything is built
     measured = measure_networks(space, archs, backend_for(profile), on_progress=on_progress)
-    predictor = Predictor(profile)
     rows = []
-    for arch, m in zip(archs, measured):
-        predicted, ms = predictor.predict_ms(arch), network_ms(m) / profile.batch
-        rows.append({"arch": space.format(arch), "predicted_ms": predicted, "measured_ms": ms,
-                     "error_pct": 100 * (predicted / ms - 1), "measured_median_ms": m.median_ms / profile.batch})
+    for arch, p, m in zip(archs, predicted, measured):
+        ms = network_ms(m) / profile.batch
+        rows.append({"arch": space.format(arch), "predicted_ms": p, "measured_ms": ms,
+                     "error_pct": 100 * (p / ms - 1), "measured_median_ms": m.median_ms / profile.batch})
     return rows
 
 

@@ -191,9 +191,12 @@ def test_search_measure_refuses_a_machine_of_another_speed_before_searching(thre
 
 def test_latency_measure_refuses_a_foreign_profile_before_building(foreign, run, monkeypatch):
     from hwnas.latency import validate
+    from hwnas.latency.profiler import sample_networks
+    from hwnas.models.spaces.base import get_space
 
+    space = get_space("cifar32")
     monkeypatch.setattr(validate, "measure_networks", _no_work)
-    _refused_in_one_line(run("latency", "measure", "SuperConvK3BNRELU(3,8,1,1)SuperConvK1BNRELU(8,32,1,1)",
+    _refused_in_one_line(run("latency", "measure", space.format(sample_networks(space, 1, 7)[0]),
                              "--profile", str(foreign), "--no-progress"))
 
 
