@@ -140,6 +140,19 @@ tune(TuneConfig(latency_ms=1.0, profile=sys.argv[2], trials=1, seeds=1, proxies=
 """
 
 
+def _heartbeats(db) -> int:
+    """Heartbeats recorded in an Optuna RDB storage (0 before its schema exists)."""
+    import sqlite3
+
+    if not db.is_file():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            return con.execute("SELECT COUNT(*) FROM trial_heartbeats").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
 @pytest.mark.slow
 def test_a_killed_trial_is_marked_failed_and_not_counted(tmp_path):
     import signal
@@ -151,10 +164,12 @@ def test_a_killed_trial_is_marked_failed_and_not_counted(tmp_path):
     worker = subprocess.Popen([sys.executable, "-c", KILLED, str(out), PROFILE], stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not list((out / "trials").glob("*/seed-0/config.json")):
+        while time.monotonic() < deadline and not (list((out / "trials").glob("*/seed-0/config.json"))
+                                                   and _heartbeats(out / "tune.db")):
             assert worker.poll() is None, worker.stderr.read()[-2000:]
             time.sleep(0.02)
-        # the trial's search has started (it writes config.json first): kill the worker without any chance to
+        # the trial's search has started (it writes config.json first) and its first heartbeat is recorded (a
+        # trial killed before that has none, and Optuna never fails it): kill the worker without any chance to
         # clean up (at once: a search of this cheap proxy may end within a second)
     finally:
         worker.send_signal(signal.SIGKILL)
