@@ -174,9 +174,17 @@ def test_a_killed_trial_is_marked_failed_and_not_counted(tmp_path):
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait()
-    study = optuna.load_study(study_name="hwnas-tune", storage=f"sqlite:///{out / 'tune.db'}")
+    from hwnas.search.tune_storage import open_storage
+
+    study = optuna.load_study(study_name="hwnas-tune", storage=open_storage(f"sqlite:///{out / 'tune.db'}", 1))
     assert [t.state.name for t in study.trials] == ["RUNNING"]
-    time.sleep(3.5)  # past the grace period (3 heartbeats of 1 s)
+    # Wait until the trial is past the grace period (3 heartbeats of 1 s; SQLite stamps heartbeats to the second),
+    # as the storage judges it (polled, not a fixed sleep: a loaded machine made a 3.5 s sleep flaky); the next
+    # worker must then mark it FAILED.
+    deadline = time.monotonic() + 30
+    while not study._storage._get_stale_trial_ids(study._study_id) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert [t.state.name for t in study.trials] == ["RUNNING"]
     from hwnas.search.tune import TuneConfig, tune
 
     summary = tune(TuneConfig(latency_ms=1.0, profile=PROFILE, trials=1, seeds=1, proxies=("params",),
