@@ -45,6 +45,7 @@ VALUE_COLUMNS = ["median_ms", "p10_ms", "p90_ms", "repeats", "raw_median_ms"]
 REQUIRED_METADATA = ["schema_version", "name", "space", "backend", "settings", "device", "versions", "date",
                      "grid", "calibration", "hash"]
 DEFAULT_PROFILE = "ort-cpu1-b1-imagenet224"
+_SPEED_PASSED: set[str] = set()  # hashes of the profiles whose speed check passed in this process (Profile.check)
 # The default profile for each space: what `search` and `latency predict` use without --profile.
 DEFAULT_BY_SPACE = {"imagenet224": "ort-cpu1-b1-imagenet224", "cifar32": "ort-cpu1-b1-cifar32",
                     "nb201": "ort-cpu1-b1-nb201"}
@@ -209,7 +210,9 @@ class Profile:
 
         With ``host`` and ``speed``, where the recorded identity matches, a few of the profile's calibration
         networks are also timed here (a few seconds, :func:`hwnas.latency.speed.check_speed`): a machine that runs
-        them far faster or slower than the profiled device did is another device."""
+        them far faster or slower than the profiled device did is another device. A profile that passed is not
+        timed again in the same process (`search --measure` checks before its search and again when it measures;
+        a sweep, at every search)."""
         problems = []
         if space is not None and self.space != space.name:
             problems.append(f"it is a profile of space {self.space!r}, not {space.name!r} "
@@ -234,10 +237,13 @@ class Profile:
                             "--profile)")
         if problems:
             raise ProfileError(f"profile {self.name} does not fit: {'; '.join(problems)}")
-        if host and speed:
+        key = self.metadata.get("hash")
+        if host and speed and (key is None or key not in _SPEED_PASSED):
             from hwnas.latency.speed import check_speed
 
             check_speed(self, doing=doing)
+            if key is not None:
+                _SPEED_PASSED.add(key)
 
     def network_table(self) -> dict[str, float] | None:
         """Architecture string → batch ms when the table holds whole networks (an imported profile such as

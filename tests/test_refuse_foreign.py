@@ -215,3 +215,16 @@ def test_latency_measure_times_networks_here_beside_their_predictions(run, tmp_p
         predicted = json.loads(run("latency", "predict", name, "--profile", str(here), "--json").out)["latency_ms"]
         assert row["predicted_ms"] == pytest.approx(predicted, rel=1e-12) and row["measured_ms"] > 0
         assert row["error_pct"] == pytest.approx(100 * (predicted / row["measured_ms"] - 1), rel=1e-9)
+
+
+def test_a_profile_that_passed_the_speed_check_is_not_timed_again_in_the_process(tmp_path, timed_here, monkeypatch):
+    from hwnas.latency import speed
+
+    here = Profile.load(_copy(tmp_path / "here", {**cpu_info(), "os": f"unique {tmp_path}"}, timed_here))
+    calls = []
+    measure = speed.measure_networks
+    monkeypatch.setattr(speed, "measure_networks", lambda *a, **k: calls.append(1) or measure(*a, **k))
+    here.check(host=True)
+    here.check(host=True)  # as `search --measure` does before its search and again when it measures
+    Profile.load(tmp_path / "here").check(host=True)
+    assert len(calls) == 1
